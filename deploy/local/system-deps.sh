@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages tests and the demo need, only when they are missing:
+#   chromium (browser tests of the web viewer), rsyslog (real syslog receiver for the forwarder),
+#   maven + a JDK 17 (Kafka is fetched from Maven Central and runs on Java 17).
+set -euo pipefail
+need=()
+command -v java >/dev/null || need+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need+=(maven)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
+[ ${#need[@]} -eq 0 ] && exit 0
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "installing system packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -1,0 +1,41 @@
+"""Generate the checked-in JSON Schema files from the pydantic models.
+
+Run ``python -m schemas.generate`` after changing ``schemas/events_v1.py``; ``tests/schemas`` fails when
+the files drift from the models.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from schemas.events_v1 import DeadLetter, EnrichedEvent, RawEvent
+
+HERE = Path(__file__).parent
+OUT = HERE / "jsonschema"
+MODELS = {
+    "raw_event.v1.json": RawEvent,
+    "enriched_event.v1.json": EnrichedEvent,
+    "dead_letter.v1.json": DeadLetter,
+}
+
+
+def render() -> dict[str, str]:
+    out = {}
+    for name, model in MODELS.items():
+        schema = model.model_json_schema(mode="validation")
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = f"https://auditpipe.dev/schemas/{name}"
+        out[name] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    return out
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    for name, text in render().items():
+        (OUT / name).write_text(text)
+        print(f"wrote {OUT / name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""The ``auditpipe`` command.
+
+Core commands live here (config, stack, migrate); each service adds its own from
+``services/<service>/cli.py`` (a ``register(subparsers)`` function), so this file never grows with them.
+Errors end with one line on stderr and exit code 2 (bad input/settings) or 1 (a failure), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable
+
+from services.common.settings import SettingsError, get_settings, masked_dump
+
+SERVICE_CLIS = ("ingest", "enricher", "sink", "siem_forwarder", "query_api", "supervisor", "demo")
+
+
+class CliError(Exception):
+    """A one-line failure; ``code`` is the exit status."""
+
+    def __init__(self, msg: str, code: int = 1) -> None:
+        super().__init__(msg)
+        self.code = code
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    s = get_settings()
+    data = masked_dump(s)
+    if args.format == "json":
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        import yaml
+
+        print(yaml.safe_dump(data, sort_keys=False).rstrip())
+    return 0
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from services.common.stack.manager import Stack, StackError, status_dicts
+
+    stack = Stack(get_settings())
+    try:
+        if args.action == "up":
+            st = stack.up(timeout_s=args.timeout)
+        elif args.action == "down":
+            for line in stack.down():
+                print(line)
+            return 0
+        else:
+            st = stack.status()
+    except StackError as e:
+        raise CliError(str(e)) from None
+    if getattr(args, "json", False):
+        print(json.dumps(status_dicts(st), indent=2))
+    else:
+        for c in st:
+            mark = "healthy" if c.healthy else "DOWN"
+            print(
+                f"{c.component:<11} {c.address:<24} {mark:<8} version={c.version or '-'} pid={c.pid or '-'}"
+            )
+    return 0 if all(c.healthy for c in st) else 1
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from services.common.clickhouse import make_client
+    from services.common.migrations import drifted, migrate
+
+    s = get_settings()
+    try:
+        client = make_client(s)
+        ran = migrate(client, s.clickhouse_database)
+        bad = drifted(client, s.clickhouse_database)
+    except Exception as e:  # noqa: BLE001 - one line, no traceback
+        raise CliError(f"migrate failed: {str(e).strip().splitlines()[0]}") from None
+    for m in ran:
+        print(f"applied {m.version:04d}_{m.name}")
+    if not ran:
+        print("nothing to apply: schema is up to date")
+    for m in bad:
+        print(f"warning: {m.version:04d}_{m.name} changed after it was applied; add a new migration instead")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="auditpipe", description="Event-streaming audit-log pipeline")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("config", help="settings")
+    csub = c.add_subparsers(dest="config_cmd", required=True)
+    show = csub.add_parser("show", help="print the effective settings, secrets masked")
+    show.add_argument("--format", choices=["yaml", "json"], default="yaml")
+    show.set_defaults(func=_config_show)
+
+    st = sub.add_parser("stack", help="local Kafka + ClickHouse")
+    st.add_argument("action", choices=["up", "status", "down"])
+    st.add_argument("--json", action="store_true", help="machine-readable status")
+    st.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for health on up")
+    st.set_defaults(func=_stack)
+
+    m = sub.add_parser("migrate", help="apply pending ClickHouse migrations")
+    m.set_defaults(func=_migrate)
+
+    for name in SERVICE_CLIS:
+        try:
+            mod = importlib.import_module(f"services.{name}.cli")
+        except ModuleNotFoundError as e:
+            if e.name in (f"services.{name}.cli", f"services.{name}"):
+                continue
+            raise
+        register: Callable[[argparse._SubParsersAction], None] = mod.register
+        register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        get_settings()
+        return int(args.func(args) or 0)
+    except SettingsError as e:
+        print(f"auditpipe: {e}", file=sys.stderr)
+        return 2
+    except CliError as e:
+        print(f"auditpipe: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Kafka helpers shared by every service: client factories, topic creation, dead letters, lag."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from schemas.events_v1 import DeadLetter
+from schemas.topics import DEADLETTER, TopicSpec, load_topics
+from services.common.metrics import CONSUMER_LAG
+from services.common.settings import Settings
+
+JSON_HEADERS = [("content-type", b"application/json"), ("schema-version", b"1")]
+
+
+def _security(settings: Settings) -> dict[str, Any]:
+    kw: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_sasl_mechanism:
+        kw["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        kw["sasl_plain_username"] = settings.kafka_sasl_username
+        if settings.kafka_sasl_password is not None:
+            kw["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return kw
+
+
+def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """A durable producer: acks=all, idempotence, compression, batching."""
+    kw: dict[str, Any] = dict(
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        compression_type="lz4",
+        linger_ms=5,
+        max_batch_size=1024 * 1024,
+        max_request_size=8 * 1024 * 1024,
+        request_timeout_ms=30_000,
+        retry_backoff_ms=100,
+        **_security(settings),
+    )
+    kw.update(overrides)
+    return AIOKafkaProducer(**kw)
+
+
+def make_consumer(
+    settings: Settings, *topics: str, group_id: str | None, **overrides: Any
+) -> AIOKafkaConsumer:
+    """A consumer with manual commits (commit only after the write that holds the offsets)."""
+    kw: dict[str, Any] = dict(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_bytes=32 * 1024 * 1024,
+        session_timeout_ms=30_000,
+        heartbeat_interval_ms=3_000,
+        max_poll_interval_ms=600_000,
+        **_security(settings),
+    )
+    kw.update(overrides)
+    return AIOKafkaConsumer(*topics, **kw)
+
+
+async def ensure_topics(
+    settings: Settings, specs: Iterable[TopicSpec] | None = None, timeout_s: float = 60.0
+) -> list[str]:
+    """Create missing topics from ``schemas/topics``; returns the names created."""
+    specs = list(specs) if specs is not None else list(load_topics().values())
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    last: Exception | None = None
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **_security(settings))
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            todo = [s for s in specs if s.name not in existing]
+            created = []
+            for s in todo:
+                try:
+                    await admin.create_topics(
+                        [
+                            NewTopic(
+                                name=s.name,
+                                num_partitions=s.partitions,
+                                replication_factor=s.replication_factor,
+                                topic_configs={"retention.ms": str(s.retention_ms)},
+                            )
+                        ]
+                    )
+                    created.append(s.name)
+                except TopicAlreadyExistsError:
+                    pass
+            return created
+        except Exception as e:  # noqa: BLE001 - broker still starting: retry until deadline
+            last = e
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"could not create topics: {e!r}") from last
+            await asyncio.sleep(1.0)
+        finally:
+            await admin.close()
+
+
+def encode_original(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(raw).decode()
+
+
+async def send_dead_letter(producer: AIOKafkaProducer, letter: DeadLetter, topic: str = DEADLETTER) -> None:
+    """Publish a dead letter and wait for the broker's acknowledgement."""
+    key = letter.org_id.encode() if letter.org_id else None
+    value = orjson.dumps(letter.model_dump(mode="json"))
+    fut = await producer.send(topic, value=value, key=key, headers=JSON_HEADERS)
+    await fut
+
+
+async def update_lag(consumer: AIOKafkaConsumer, service: str, group: str) -> int:
+    """Refresh the lag gauge for every assigned partition; returns the total lag."""
+    parts = list(consumer.assignment())
+    if not parts:
+        return 0
+    ends = await consumer.end_offsets(parts)
+    total = 0
+    for tp in parts:
+        try:
+            pos = await consumer.position(tp)
+        except Exception:  # noqa: BLE001, S112 - partition revoked meanwhile
+            continue
+        lag = max(0, ends.get(tp, pos) - pos)
+        total += lag
+        CONSUMER_LAG.labels(service, group, tp.topic, str(tp.partition)).set(lag)
+    return total
+
+
+async def kafka_ready(settings: Settings, timeout_s: float = 3.0) -> bool:
+    """True when the cluster answers a metadata request within ``timeout_s``."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers,
+        request_timeout_ms=int(timeout_s * 1000),
+        **_security(settings),
+    )
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        await asyncio.wait_for(admin.list_topics(), timeout_s)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+    finally:
+        try:
+            await admin.close()
+        except Exception:  # noqa: BLE001, S110
+            pass
+
+
+__all__ = [
+    "JSON_HEADERS",
+    "TopicPartition",
+    "make_producer",
+    "make_consumer",
+    "ensure_topics",
+    "send_dead_letter",
+    "encode_original",
+    "update_lag",
+    "kafka_ready",
+]

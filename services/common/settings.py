@@ -1,0 +1,299 @@
+"""The one settings model of auditpipe.
+
+Sources, highest priority first: keyword arguments, environment variables (prefix ``AUDITPIPE_``, nested
+fields with ``__``, e.g. ``AUDITPIPE_INGEST__PORT=8080``), the config file named by ``AUDITPIPE_CONFIG``
+(TOML or YAML, same structure as the model, lower-case keys), then defaults.
+
+Secrets are ``SecretStr`` and are masked by :func:`masked_dump`; they are never logged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+_HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})$")
+
+
+class SettingsError(Exception):
+    """An invalid setting; ``str()`` is one line naming it."""
+
+
+class IngestToken(BaseModel):
+    """An ingest bearer token, stored as the SHA-256 hex of the token (never the token itself)."""
+
+    producer: str = Field(min_length=1, description="Producer name recorded in every event it sends")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256(token) in hex")
+    orgs: list[str] = Field(default_factory=lambda: ["*"], description="org_ids it may write; * = any")
+
+
+class IngestSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    tokens: list[IngestToken] = Field(default_factory=list)
+    max_batch_events: int = Field(default=1000, ge=1, le=100_000)
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    max_event_bytes: int = Field(default=256 * 1024, ge=512)
+    max_json_depth: int = Field(default=32, ge=2, le=1000)
+    publish_deadline_s: float = Field(default=5.0, gt=0)
+    retry_after_s: int = Field(default=5, ge=1)
+
+
+class EnricherSettings(BaseModel):
+    trusted_proxies: list[str] = Field(default_factory=list, description="Addresses or CIDR ranges")
+    hash_mode: Literal["indicator", "hmac"] = "indicator"
+    hmac_key: SecretStr | None = None
+    sensitive_paths: list[str] = Field(default_factory=list, description="e.g. request.payload.password")
+    sensitive_key_patterns: list[str] = Field(
+        default_factory=lambda: [
+            "password",
+            "passwd",
+            "secret",
+            "token",
+            "api_key",
+            "apikey",
+            "private_key",
+            "authorization",
+            "cookie",
+            "set-cookie",
+            "credential",
+            "access_key",
+            "client_secret",
+        ]
+    )
+    audit_disabled_orgs: list[str] = Field(default_factory=list, description="Orgs with audit switched off")
+    consumer_group: str = "auditpipe-enricher"
+    web_port: int = Field(default=6066, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)
+
+
+class SinkSettings(BaseModel):
+    consumer_group: str = "auditpipe-sink"
+    table: str = "events"
+    batch_max_rows: int = Field(default=50_000, ge=1)
+    batch_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    batch_max_seconds: float = Field(default=1.0, gt=0)
+    retry_max_backoff_s: float = Field(default=30.0, gt=0)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8082, ge=1, le=65535)
+    archive_interval_s: float = Field(default=3600.0, gt=0)
+
+
+class RetentionSettings(BaseModel):
+    default_days: int = Field(default=90, ge=1, le=3650)
+    self_hosted: bool = False
+    archive_dir: Path = Path(".stack/archives")
+    archive_gzip: bool = False
+    delete_min_age_days: int = Field(default=30, ge=0)
+
+    @property
+    def max_days(self) -> int:
+        return 3650 if self.self_hosted else 365
+
+
+class ForwarderSettings(BaseModel):
+    config_file: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8083, ge=1, le=65535)
+
+
+class QueryToken(BaseModel):
+    """A query-API bearer token (stored hashed) mapped to a principal and its permissions."""
+
+    principal: str = Field(min_length=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    roles: list[Literal["EventView", "Manager"]] = Field(default_factory=lambda: ["EventView"])
+    org: str | None = Field(default=None, description="Restrict to one org; None = all orgs")
+    projects: list[str] = Field(default_factory=list, description="Empty = all projects")
+    environments: list[str] = Field(default_factory=list, description="Empty = all environments")
+
+
+class QueryApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8081, ge=1, le=65535)
+    tokens: list[QueryToken] = Field(default_factory=list)
+    page_size_default: int = Field(default=50, ge=1)
+    page_size_max: int = Field(default=500, ge=1)
+    query_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class StackSettings(BaseModel):
+    state_dir: Path = Path(".stack")
+    cache_dir: Path = Field(
+        default_factory=lambda: (
+            Path(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "auditpipe"
+        )
+    )
+    kafka_version: str = "4.1.1"
+    kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    kafka_heap: str = "1g"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AUDITPIPE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    env: Literal["development", "production"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    clickhouse_url: str = "http://127.0.0.1:8123"
+    clickhouse_database: str = "audit"
+    clickhouse_user: str = "default"
+    clickhouse_password: SecretStr = SecretStr("")
+
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    enricher: EnricherSettings = Field(default_factory=EnricherSettings)
+    sink: SinkSettings = Field(default_factory=SinkSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    forwarder: ForwarderSettings = Field(default_factory=ForwarderSettings)
+    query_api: QueryApiSettings = Field(default_factory=QueryApiSettings)
+    stack: StackSettings = Field(default_factory=StackSettings)
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap(cls, v: str) -> str:
+        parts = [p.strip() for p in v.split(",") if p.strip()]
+        if not parts:
+            raise ValueError("must be a comma-separated list of host:port")
+        for p in parts:
+            m = _HOSTPORT.match(p)
+            if not m or not (0 < int(m.group(2)) < 65536):
+                raise ValueError(f"'{p}' is not host:port")
+        return ",".join(parts)
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _ch_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/:\s]+(:\d{1,5})?/?$", v):
+            raise ValueError(f"'{v}' is not an http(s)://host[:port] URL")
+        return v.rstrip("/")
+
+    @field_validator("clickhouse_database")
+    @classmethod
+    def _db(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", v):
+            raise ValueError("must be an identifier ([A-Za-z_][A-Za-z0-9_]*)")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _ConfigFileSource(settings_cls))
+
+    # Convenience accessors -------------------------------------------------------------------
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return self.kafka_bootstrap.split(",")
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.bootstrap_servers[0].rsplit(":", 1)[1])
+
+    @property
+    def clickhouse_host(self) -> str:
+        return self.clickhouse_url.split("://", 1)[1].split(":")[0].rstrip("/")
+
+    @property
+    def clickhouse_port(self) -> int:
+        rest = self.clickhouse_url.split("://", 1)[1]
+        if ":" in rest:
+            return int(rest.split(":")[1].rstrip("/"))
+        return 8443 if self.clickhouse_url.startswith("https") else 8123
+
+    @property
+    def clickhouse_secure(self) -> bool:
+        return self.clickhouse_url.startswith("https")
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """Reads the file named by AUDITPIPE_CONFIG (TOML or YAML)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        path = os.environ.get("AUDITPIPE_CONFIG")
+        if path:
+            p = Path(path)
+            if not p.is_file():
+                raise SettingsError(f"AUDITPIPE_CONFIG: file not found: {path}")
+            text = p.read_text()
+            try:
+                if p.suffix in (".yaml", ".yml"):
+                    data = yaml.safe_load(text) or {}
+                else:
+                    data = tomllib.loads(text)
+            except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
+                raise SettingsError(f"AUDITPIPE_CONFIG: cannot parse {path}: {str(e).splitlines()[0]}") from e
+            if not isinstance(data, dict):
+                raise SettingsError(f"AUDITPIPE_CONFIG: {path} must hold a mapping")
+            self._data = data
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+def _describe(err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = [str(x) for x in e.get("loc", ())]
+    name = "AUDITPIPE_" + "__".join(x.upper() for x in loc) if loc else "AUDITPIPE_*"
+    msg = e.get("msg", "invalid").replace("Value error, ", "")
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"invalid setting {name}: {msg}{more}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings or raise :class:`SettingsError` with one line naming the bad setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        raise SettingsError(_describe(e)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """Effective settings as plain data with every secret masked."""
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, SecretStr):
+            return "**********" if v.get_secret_value() else ""
+        if isinstance(v, BaseModel):
+            return {k: walk(getattr(v, k)) for k in type(v).model_fields}
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [walk(x) for x in v]
+        if isinstance(v, Path):
+            return str(v)
+        return v
+
+    return walk(settings)

@@ -1,0 +1,88 @@
+"""Contract tests: generated JSON Schemas match the models, examples are valid, topics are consistent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from schemas import generate
+from schemas.events_v1 import EnrichedEvent, RawEvent, parse_raw
+from schemas.integrity import content_hash_of, verify
+from schemas.topics import DEADLETTER, EVENTS, RAW, load_topics
+
+ROOT = Path(__file__).resolve().parents[2] / "schemas"
+RAW_EXAMPLES = sorted((ROOT / "examples" / "raw").glob("*.json"))
+
+
+def test_jsonschema_files_match_models() -> None:
+    for name, text in generate.render().items():
+        on_disk = (ROOT / "jsonschema" / name).read_text()
+        assert on_disk == text, f"{name} drifted from the models: run `make schemas` and commit"
+
+
+def test_there_are_examples() -> None:
+    assert len(RAW_EXAMPLES) >= 5
+
+
+@pytest.mark.parametrize("path", RAW_EXAMPLES, ids=lambda p: p.stem)
+def test_raw_examples_valid_in_model_and_jsonschema(path: Path) -> None:
+    data = json.loads(path.read_text())
+    ev = parse_raw(data)
+    assert ev.org_id and ":" in ev.action
+    schema = json.loads((ROOT / "jsonschema" / "raw_event.v1.json").read_text())
+    jsonschema.validate(data, schema)
+
+
+def test_unknown_top_level_field_is_refused_by_name() -> None:
+    data = json.loads(RAW_EXAMPLES[0].read_text())
+    data["colour"] = "blue"
+    with pytest.raises(Exception) as ei:
+        RawEvent.model_validate(data)
+    assert "colour" in str(ei.value)
+
+
+def test_naive_timestamps_are_utc() -> None:
+    ev = RawEvent.model_validate({"occurred_at": "2026-01-01T00:00:00", "org_id": "o", "action": "a:b"})
+    assert ev.occurred_at.utcoffset().total_seconds() == 0
+
+
+def test_action_must_be_entity_colon_verb() -> None:
+    with pytest.raises(Exception, match="action"):
+        RawEvent.model_validate({"occurred_at": "2026-01-01T00:00:00Z", "org_id": "o", "action": "delete"})
+
+
+def test_enriched_consumers_ignore_unknown_fields_and_hash_verifies() -> None:
+    body = {
+        "event_id": "7d1f8f5c-0c52-4b0a-9b55-1f8f6f0d0a11",
+        "occurred_at": "2026-11-20T09:15:02.123Z",
+        "received_at": "2026-11-20T09:15:02.200Z",
+        "enriched_at": "2026-11-20T09:15:02.300Z",
+        "org_id": "org-acme",
+        "actor": {"type": "user", "id": "u-1", "name": "Ada"},
+        "action": "environment:delete",
+        "event_type": "delete",
+        "target": {"type": "environment", "id": "env-1"},
+        "source": "console",
+        "future_field": {"added": "in v1.3"},
+    }
+    body["content_hash"] = content_hash_of(body)
+    assert verify(body)
+    ev = EnrichedEvent.model_validate(body)
+    assert ev.event_type == "delete"
+    body["action"] = "environment:create"
+    assert not verify(body)
+
+
+def test_topic_files_define_the_three_topics() -> None:
+    topics = load_topics()
+    assert {RAW, EVENTS, DEADLETTER} <= set(topics)
+    for t in topics.values():
+        assert t.partitions >= 1 and t.retention_ms > 0
+        assert (ROOT.parent / t.schema).exists(), t.schema
+        raw = yaml.safe_load((ROOT / "topics" / f"{t.name}.yaml").read_text())
+        assert "org_id" in raw["key"] or t.name == DEADLETTER
+        assert raw["producers"] and raw["consumers"]
