@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages tests and the demo need, only when they are missing:
-#   chromium (browser tests of the web viewer), rsyslog (real syslog receiver for the forwarder),
+#   chromium (browser tests of the web viewer), rsyslog + rsyslog-openssl (real syslog receiver
+#   for the forwarder, TCP and TLS),
 #   maven + a JDK 17 (Kafka is fetched from Maven Central and runs on Java 17).
 set -euo pipefail
 need=()
@@ -8,6 +9,8 @@ command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
+# TLS driver for rsyslog's imtcp (the forwarder's syslog-over-TLS conformance test)
+compgen -G '/usr/lib/*/rsyslog/lmnsd_ossl.so' >/dev/null || need+=(rsyslog-openssl)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
