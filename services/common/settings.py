@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -71,9 +71,26 @@ class EnricherSettings(BaseModel):
         ]
     )
     audit_disabled_orgs: list[str] = Field(default_factory=list, description="Orgs with audit switched off")
-    consumer_group: str = "auditpipe-enricher"
-    web_port: int = Field(default=6066, ge=1, le=65535)
+    consumer_group: str = Field(default="auditpipe-enricher", description="faust app id = consumer group")
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=1, le=65535, description="/healthz /readyz /metrics")
     workers: int = Field(default=1, ge=1)
+    raw_topic: str = Field(default="audit.raw.v1", min_length=1)
+    events_topic: str = Field(default="audit.events.v1", min_length=1)
+    deadletter_topic: str = Field(default="audit.deadletter.v1", min_length=1)
+    state_topic: str = Field(
+        default="audit.enricher.state.v1", min_length=1, description="Compacted: last known org switch state"
+    )
+    data_dir: Path = Field(default=Path(".stack/enricher"), description="faust data directory")
+    session_timeout_s: float = Field(default=10.0, ge=6.0, description="Kafka group session timeout")
+    commit_interval_s: float = Field(default=1.0, gt=0, description="faust offset commit interval")
+
+    @field_validator("hmac_key")
+    @classmethod
+    def _key_len(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return v
 
 
 class SinkSettings(BaseModel):
@@ -146,17 +163,23 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    env: Literal["development", "production"] = "development"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: str | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    clickhouse_url: str = "http://127.0.0.1:8123"
-    clickhouse_database: str = "audit"
-    clickhouse_user: str = "default"
-    clickhouse_password: SecretStr = SecretStr("")
+    env: Literal["development", "production"] = Field(
+        default="development", description="production refuses missing secrets and tokens"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="JSON log level"
+    )
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Comma-separated host:port list")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="Kafka security protocol"
+    )
+    kafka_sasl_mechanism: str | None = Field(default=None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password (secret)")
+    clickhouse_url: str = Field(default="http://127.0.0.1:8123", description="ClickHouse HTTP(S) interface")
+    clickhouse_database: str = Field(default="audit", description="Database holding audit.events")
+    clickhouse_user: str = Field(default="default", description="ClickHouse user")
+    clickhouse_password: SecretStr = Field(default=SecretStr(""), description="ClickHouse password (secret)")
 
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     enricher: EnricherSettings = Field(default_factory=EnricherSettings)
@@ -191,6 +214,19 @@ class Settings(BaseSettings):
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", v):
             raise ValueError("must be an identifier ([A-Za-z_][A-Za-z0-9_]*)")
         return v
+
+    @model_validator(mode="after")
+    def _production_refuses_placeholders(self) -> Settings:
+        if self.enricher.hash_mode == "hmac" and not (
+            self.enricher.hmac_key and self.enricher.hmac_key.get_secret_value()
+        ):
+            raise ValueError("enricher.hash_mode=hmac needs AUDITPIPE_ENRICHER__HMAC_KEY")
+        if self.env == "production":
+            if not self.ingest.tokens:
+                raise ValueError("production needs at least one ingest token (AUDITPIPE_INGEST__TOKENS)")
+            if not self.query_api.tokens:
+                raise ValueError("production needs at least one query token (AUDITPIPE_QUERY_API__TOKENS)")
+        return self
 
     @classmethod
     def settings_customise_sources(
