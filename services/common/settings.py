@@ -94,14 +94,19 @@ class EnricherSettings(BaseModel):
 
 
 class SinkSettings(BaseModel):
+    topic: str = Field(default="audit.events.v1", description="Topic the sink consumes")
+    deadletter_topic: str = Field(default="audit.deadletter.v1", description="Where bad rows go")
     consumer_group: str = "auditpipe-sink"
-    table: str = "events"
-    batch_max_rows: int = Field(default=50_000, ge=1)
+    table: str = Field(default="events", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    # ClickHouse guidance: thousands to ~100k rows per insert, about one insert per second per writer.
+    batch_max_rows: int = Field(default=50_000, ge=1, le=1_000_000)
     batch_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     batch_max_seconds: float = Field(default=1.0, gt=0)
+    retry_initial_backoff_s: float = Field(default=0.5, gt=0)
     retry_max_backoff_s: float = Field(default=30.0, gt=0)
     host: str = "127.0.0.1"
     port: int = Field(default=8082, ge=1, le=65535)
+    archive_enabled: bool = Field(default=True, description="Run the archive job on a schedule in the sink")
     archive_interval_s: float = Field(default=3600.0, gt=0)
 
 
@@ -111,6 +116,7 @@ class RetentionSettings(BaseModel):
     archive_dir: Path = Path(".stack/archives")
     archive_gzip: bool = False
     delete_min_age_days: int = Field(default=30, ge=0)
+    audit_topic: str = Field(default="audit.raw.v1", description="Where archive runs/deletions are audited")
 
     @property
     def max_days(self) -> int:
