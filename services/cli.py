@@ -13,17 +13,10 @@ import json
 import sys
 from collections.abc import Callable
 
+from services.common.errors import CliError
 from services.common.settings import SettingsError, get_settings, masked_dump
 
 SERVICE_CLIS = ("ingest", "enricher", "sink", "siem_forwarder", "query_api", "supervisor", "demo")
-
-
-class CliError(Exception):
-    """A one-line failure; ``code`` is the exit status."""
-
-    def __init__(self, msg: str, code: int = 1) -> None:
-        super().__init__(msg)
-        self.code = code
 
 
 def _config_show(args: argparse.Namespace) -> int:
@@ -130,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
 
+
+__all__ = ["CliError", "build_parser", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

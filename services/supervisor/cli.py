@@ -1,0 +1,34 @@
+"""``auditpipe run [--services ...]``."""
+
+from __future__ import annotations
+
+import argparse
+
+from services.common.logging import configure_logging
+from services.common.settings import get_settings
+from services.supervisor.supervisor import DEFAULT_SERVICES, Supervisor
+
+
+def _run(args: argparse.Namespace) -> int:
+    s = get_settings()
+    configure_logging("supervisor", s.log_level)
+    services = [x.strip() for x in args.services.split(",") if x.strip()]
+    unknown = set(services) - set(DEFAULT_SERVICES)
+    if unknown:
+        from services.cli import CliError
+
+        raise CliError(f"unknown service(s): {', '.join(sorted(unknown))}", 2)
+    if (
+        "forwarder" in services
+        and s.forwarder.config_file is None
+        and args.services == ",".join(DEFAULT_SERVICES)
+    ):
+        services.remove("forwarder")  # no destinations configured: nothing to forward to
+    return Supervisor(services, grace_s=args.grace).run()
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run every service as supervised processes (Ctrl-C stops all)")
+    p.add_argument("--services", default=",".join(DEFAULT_SERVICES), help="comma-separated subset")
+    p.add_argument("--grace", type=float, default=30.0, help="seconds children get to finish on stop")
+    p.set_defaults(func=_run)

@@ -1,0 +1,112 @@
+"""``auditpipe run``: run ingest, enricher, sink, forwarder and query API as child processes.
+
+A child that exits unexpectedly is restarted with exponential backoff (capped), and the restart is
+logged. SIGTERM / SIGINT (Ctrl-C) forwards SIGTERM to every child, waits for them to finish their batch
+(``grace_s``), then SIGKILLs stragglers. Pure bookkeeping (which child to restart when) is in
+:class:`RestartPolicy`; the process handling is a thin shell around it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from services.common.logging import get_logger, log
+
+logger = get_logger("auditpipe.supervisor")
+
+DEFAULT_SERVICES = ("ingest", "enricher", "sink", "forwarder", "api")
+
+
+@dataclass
+class RestartPolicy:
+    """Exponential backoff per child; a child that stayed up ``stable_s`` starts again from ``base_s``."""
+
+    base_s: float = 0.5
+    cap_s: float = 30.0
+    stable_s: float = 60.0
+    failures: int = 0
+
+    def next_delay(self, uptime_s: float) -> float:
+        if uptime_s >= self.stable_s:
+            self.failures = 0
+        delay = min(self.cap_s, self.base_s * (2**self.failures))
+        self.failures += 1
+        return delay
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen | None = None
+    started_at: float = 0.0
+    restart_at: float | None = None
+    restarts: int = 0
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(self.argv, env=env, start_new_session=False)
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        log(logger, logging.INFO, "started", child=self.name, pid=self.proc.pid)
+
+
+class Supervisor:
+    def __init__(self, services: list[str], extra_env: dict[str, str] | None = None, grace_s: float = 30.0):
+        self.children = [Child(s, [sys.executable, "-m", "services.cli", s]) for s in services]
+        self.env = dict(os.environ, **(extra_env or {}))
+        self.grace_s = grace_s
+        self._stop = False
+
+    def request_stop(self, *_: object) -> None:
+        self._stop = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        for c in self.children:
+            c.start(self.env)
+        while not self._stop:
+            now = time.monotonic()
+            for c in self.children:
+                if c.proc is not None and c.proc.poll() is not None:
+                    code = c.proc.returncode
+                    delay = c.policy.next_delay(now - c.started_at)
+                    c.restart_at = now + delay
+                    c.restarts += 1
+                    log(
+                        logger,
+                        logging.WARNING,
+                        "child exited; restarting",
+                        child=c.name,
+                        code=code,
+                        restart_in_s=round(delay, 2),
+                        restarts=c.restarts,
+                    )
+                    c.proc = None
+                elif c.proc is None and c.restart_at is not None and now >= c.restart_at:
+                    c.start(self.env)
+            time.sleep(0.2)
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        live = [c for c in self.children if c.proc is not None and c.proc.poll() is None]
+        for c in live:
+            c.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        deadline = time.monotonic() + self.grace_s
+        for c in live:
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                c.proc.wait(remaining)  # type: ignore[union-attr]
+                log(logger, logging.INFO, "stopped", child=c.name, code=c.proc.returncode)  # type: ignore[union-attr]
+            except subprocess.TimeoutExpired:
+                c.proc.kill()  # type: ignore[union-attr]
+                c.proc.wait()  # type: ignore[union-attr]
+                log(logger, logging.WARNING, "killed after grace period", child=c.name)
+        return 0

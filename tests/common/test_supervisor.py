@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from services.supervisor.supervisor import Child, RestartPolicy, Supervisor
+
+
+def test_backoff_grows_caps_and_resets_after_stable_uptime() -> None:
+    p = RestartPolicy(base_s=1, cap_s=5, stable_s=60)
+    assert [p.next_delay(1) for _ in range(5)] == [1, 2, 4, 5, 5]
+    assert p.next_delay(120) == 1
+
+
+def test_restarts_crashed_child_and_stops_all_on_sigterm(tmp_path) -> None:
+    marker = tmp_path / "starts"
+    script = (
+        "import sys, time, pathlib, signal\n"
+        f"p = pathlib.Path({str(marker)!r}); p.write_text(p.read_text() + 'x' if p.exists() else 'x')\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+        "time.sleep(0.3 if len(p.read_text()) < 2 else 60)\n"
+        "sys.exit(3)\n"
+    )
+    runner = (
+        "import sys\n"
+        "from services.supervisor.supervisor import Supervisor, Child, RestartPolicy\n"
+        "s = Supervisor([])\n"
+        f"argv = [sys.executable, '-c', {script!r}]\n"
+        "s.children = [Child('crashy', argv, policy=RestartPolicy(base_s=0.1))]\n"
+        "sys.exit(s.run())\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", runner], cwd=os.getcwd())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (marker.exists() and len(marker.read_text()) >= 2):
+        time.sleep(0.1)
+    assert marker.exists() and len(marker.read_text()) >= 2, "child was not restarted after it crashed"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    # The restarted child (sleeping 60 s) must be gone too: nothing left behind.
+    out = subprocess.run(["pgrep", "-f", "time.sleep(0.3 if len"], capture_output=True, text=True)
+    assert out.stdout.strip() == ""
+
+
+def test_unknown_child_names_are_refused() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "services.cli", "run", "--services", "ingest,nonsense"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "nonsense" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_supervisor_builds_one_child_per_service() -> None:
+    s = Supervisor(["ingest", "api"])
+    assert [c.name for c in s.children] == ["ingest", "api"]
+    assert all(isinstance(c, Child) for c in s.children)
