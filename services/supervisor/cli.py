@@ -24,11 +24,12 @@ def _run(args: argparse.Namespace) -> int:
         and args.services == ",".join(DEFAULT_SERVICES)
     ):
         services.remove("forwarder")  # no destinations configured: nothing to forward to
-    return Supervisor(services, grace_s=args.grace).run()
+    return Supervisor(services, grace_s=args.grace, status_file=args.status_file).run()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run every service as supervised processes (Ctrl-C stops all)")
     p.add_argument("--services", default=",".join(DEFAULT_SERVICES), help="comma-separated subset")
     p.add_argument("--grace", type=float, default=30.0, help="seconds children get to finish on stop")
+    p.add_argument("--status-file", default=None, help="write {child: {pid, restarts}} JSON here")
     p.set_defaults(func=_run)

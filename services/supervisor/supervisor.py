@@ -58,11 +58,33 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, services: list[str], extra_env: dict[str, str] | None = None, grace_s: float = 30.0):
+    def __init__(
+        self,
+        services: list[str],
+        extra_env: dict[str, str] | None = None,
+        grace_s: float = 30.0,
+        status_file: str | None = None,
+    ):
         self.children = [Child(s, [sys.executable, "-m", "services.cli", s]) for s in services]
         self.env = dict(os.environ, **(extra_env or {}))
         self.grace_s = grace_s
+        self.status_file = status_file
         self._stop = False
+
+    def write_status(self) -> None:
+        """Write {child: {pid, restarts}} to ``status_file`` (atomically), for operators and tests."""
+        if not self.status_file:
+            return
+        import json
+
+        data = {
+            c.name: {"pid": c.proc.pid if c.proc is not None else None, "restarts": c.restarts}
+            for c in self.children
+        }
+        tmp = f"{self.status_file}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, self.status_file)
 
     def request_stop(self, *_: object) -> None:
         self._stop = True
@@ -72,8 +94,10 @@ class Supervisor:
         signal.signal(signal.SIGINT, self.request_stop)
         for c in self.children:
             c.start(self.env)
+        self.write_status()
         while not self._stop:
             now = time.monotonic()
+            changed = False
             for c in self.children:
                 if c.proc is not None and c.proc.poll() is not None:
                     code = c.proc.returncode
@@ -90,8 +114,12 @@ class Supervisor:
                         restarts=c.restarts,
                     )
                     c.proc = None
+                    changed = True
                 elif c.proc is None and c.restart_at is not None and now >= c.restart_at:
                     c.start(self.env)
+                    changed = True
+            if changed:
+                self.write_status()
             time.sleep(0.2)
         return self.shutdown()
 
