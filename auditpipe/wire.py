@@ -1,0 +1,43 @@
+"""The wire format of ``audit.raw.v1`` (see docs/wire-format.md), written once for the ingest and the client.
+
+key     = ``org_id`` as UTF-8 bytes (all events of an org land on one partition, in order)
+value   = UTF-8 JSON of one RawEvent: ``model_dump(mode="json", exclude_none=True)``
+headers = content-type: application/json, schema-version: 1, producer: <name>
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from schemas.events_v1 import SCHEMA_VERSION, RawEvent
+
+CONTENT_TYPE = b"application/json"
+
+
+def encode_value(event: RawEvent) -> bytes:
+    """The message value: compact UTF-8 JSON without null fields."""
+    return orjson.dumps(event.model_dump(mode="json", exclude_none=True))
+
+
+def encode_key(event: RawEvent) -> bytes:
+    return event.org_id.encode("utf-8")
+
+
+def headers(producer: str | None) -> list[tuple[str, bytes]]:
+    out = [("content-type", CONTENT_TYPE), ("schema-version", str(SCHEMA_VERSION).encode())]
+    if producer:
+        out.append(("producer", producer.encode("utf-8")))
+    return out
+
+
+def encode(event: RawEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """(key, value, headers) of one event."""
+    return encode_key(event), encode_value(event), headers(event.producer)
+
+
+def decode_value(value: bytes | str | dict[str, Any]) -> RawEvent:
+    if isinstance(value, dict):
+        return RawEvent.model_validate(value)
+    return RawEvent.model_validate_json(value)

@@ -1,0 +1,35 @@
+"""``auditpipe ingest``: run the ingest HTTP API under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from services.common.logging import configure_logging
+    from services.common.settings import get_settings
+    from services.ingest.app import create_app
+
+    s = get_settings()
+    configure_logging("ingest", s.log_level)
+    host = args.host or s.ingest.host
+    port = args.port or s.ingest.port
+    uvicorn.run(
+        create_app(s),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,  # the raw X-Forwarded-For is recorded, never applied here
+        timeout_graceful_shutdown=max(10, int(s.ingest.publish_deadline_s) + 5),
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ingest", help="run the ingest HTTP API (POST /v1/events)")
+    p.add_argument("--host", default=None, help="bind address (default: AUDITPIPE_INGEST__HOST)")
+    p.add_argument("--port", type=int, default=None, help="port (default: AUDITPIPE_INGEST__PORT)")
+    p.set_defaults(func=_run)

@@ -1,0 +1,135 @@
+"""The one Kafka producer of an ingest process, and "publish these events, tell me which were acked".
+
+The producer comes from :func:`services.common.kafka.make_producer` (acks=all, idempotence, lz4,
+batching). If the broker is unreachable at start-up, the producer is (re)started in the background and
+requests are answered 503 meanwhile; the process never crashes for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+
+from auditpipe.wire import encode
+from schemas.events_v1 import RawEvent
+from services.common.kafka import make_producer
+from services.common.logging import log
+from services.common.settings import Settings
+from services.ingest.metrics import PUBLISH_LATENCY
+
+logger = logging.getLogger("auditpipe.ingest.publisher")
+
+
+@dataclass
+class Outcome:
+    accepted: list[str]
+    not_accepted: list[str]
+    error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return not self.not_accepted
+
+
+def _retrieve(f: asyncio.Future) -> None:
+    """Mark a late failure as seen (it is reported through the request's outcome, not the loop)."""
+    if not f.cancelled():
+        f.exception()
+
+
+class Publisher:
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.settings = settings
+        self.topic = topic
+        self._producer: AIOKafkaProducer | None = None
+        self._starter: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def started(self) -> bool:
+        return self._producer is not None
+
+    async def start(self, wait_s: float = 10.0) -> None:
+        """Start the producer; if Kafka does not answer within ``wait_s``, keep trying in the background."""
+        self._starter = asyncio.create_task(self._start_loop())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._starter), wait_s)
+
+    async def _start_loop(self) -> None:
+        delay = 0.5
+        while not self._closing:
+            p = make_producer(self.settings, request_timeout_ms=max(5000, int(self._deadline_ms() * 2)))
+            try:
+                await p.start()
+                self._producer = p
+                log(logger, logging.INFO, "kafka producer started", bootstrap=self.settings.kafka_bootstrap)
+                return
+            except Exception as e:  # noqa: BLE001 - broker unreachable: retry with backoff
+                with contextlib.suppress(Exception):
+                    await p.stop()
+                log(logger, logging.WARNING, "kafka producer start failed; retrying", error=repr(e))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _deadline_ms(self) -> float:
+        return self.settings.ingest.publish_deadline_s * 1000
+
+    async def publish(self, events: Sequence[RawEvent], deadline_s: float) -> Outcome:
+        """Send every event and wait for all acknowledgements until ``deadline_s``.
+
+        An event counts as accepted only when its acknowledgement arrived in time; the rest are reported
+        as not accepted (they may still arrive later: resending them with the same event_id is harmless).
+        """
+        ids = [str(e.event_id) for e in events]
+        producer = self._producer
+        if producer is None:
+            return Outcome([], ids, "kafka producer not connected")
+        t0 = time.perf_counter()
+        futures: list[asyncio.Future] = []
+
+        async def send_all() -> None:
+            for ev in events:
+                key, value, hdrs = encode(ev)
+                fut = await producer.send(self.topic, value=value, key=key, headers=hdrs)
+                fut.add_done_callback(_retrieve)
+                futures.append(fut)
+            await asyncio.gather(*(asyncio.shield(f) for f in futures), return_exceptions=True)
+
+        sender = asyncio.create_task(send_all())
+        error: str | None = None
+        try:
+            await asyncio.wait_for(asyncio.shield(sender), deadline_s)
+        except TimeoutError:
+            error = f"kafka did not acknowledge within {deadline_s:g}s"
+            sender.cancel()
+        except Exception as e:  # noqa: BLE001 - send() itself failed (e.g. metadata timeout)
+            error = f"kafka send failed: {type(e).__name__}"
+        accepted, rejected = [], []
+        for i, eid in enumerate(ids):
+            f = futures[i] if i < len(futures) else None
+            if f is not None and f.done() and not f.cancelled() and f.exception() is None:
+                accepted.append(eid)
+            else:
+                rejected.append(eid)
+                if f is not None and f.done() and not f.cancelled() and error is None:
+                    error = f"kafka send failed: {type(f.exception()).__name__}"
+        if not rejected:
+            PUBLISH_LATENCY.observe(time.perf_counter() - t0)
+        return Outcome(accepted, rejected, error)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._starter is not None and not self._starter.done():
+            self._starter.cancel()
+            with contextlib.suppress(BaseException):
+                await self._starter
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._producer.stop(), 30)
+            self._producer = None
