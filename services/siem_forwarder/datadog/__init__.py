@@ -1,0 +1,1 @@
+"""Datadog Logs API v2 destination."""

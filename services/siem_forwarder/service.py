@@ -1,0 +1,114 @@
+"""The forwarder process: one :class:`DestinationRunner` task per enabled destination, a shared producer
+for dead letters, the health/metrics server. A runner that crashes is restarted after a pause; it never
+takes the others down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from schemas.topics import DEADLETTER, TopicSpec, load_topics
+from services.common.kafka import ensure_topics, kafka_ready, make_producer
+from services.common.logging import get_logger, log
+from services.common.runtime import serve_health, stop_health
+from services.common.settings import Settings
+from services.siem_forwarder.config import ForwarderConfig
+from services.siem_forwarder.util.config import DestinationConfig
+from services.siem_forwarder.util.runner import DestinationRunner
+
+LOG = get_logger("auditpipe.forwarder")
+RESTART_DELAY_S = 5.0
+
+
+def dead_letter_specs(cfg: ForwarderConfig) -> list[TopicSpec]:
+    base = load_topics()[DEADLETTER]
+    return [
+        TopicSpec(
+            name=d.dlq_topic(),
+            partitions=base.partitions,
+            replication_factor=base.replication_factor,
+            retention_ms=base.retention_ms,
+            compression=base.compression,
+            producers=[f"forwarder:{d.name}"],
+            consumers=[],
+            schema=base.schema,
+        )
+        for d in cfg.destinations
+        if d.enabled
+    ]
+
+
+@dataclass
+class Forwarder:
+    settings: Settings
+    config: ForwarderConfig
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    runners: dict[str, DestinationRunner] = field(default_factory=dict)
+
+    async def run(self, serve: bool = True) -> None:
+        await ensure_topics(self.settings, dead_letter_specs(self.config))
+        producer = make_producer(self.settings)
+        await producer.start()
+        server = None
+        try:
+            if serve:
+                fs = self.settings.forwarder
+                server = await serve_health(fs.host, fs.port, self.ready, "forwarder")
+            tasks = [
+                asyncio.create_task(self._supervise(d, producer), name=f"forwarder-{d.name}")
+                for d in self.config.destinations
+                if d.enabled
+            ]
+            await asyncio.gather(*tasks)
+        finally:
+            if server is not None:
+                await stop_health(server)
+            await producer.stop()
+
+    async def _supervise(self, d: DestinationConfig, producer: object) -> None:
+        while not self.stop.is_set():
+            encoder, client = d.build()
+            runner = DestinationRunner(
+                self.settings,
+                d,
+                self.config.topic,
+                producer,
+                encoder,
+                client,
+                self.stop,  # type: ignore[arg-type]
+            )
+            self.runners[d.name] = runner
+            try:
+                await runner.run()
+            except Exception as e:  # noqa: BLE001 - isolate destinations from each other
+                runner.status.state = "crashed"
+                runner.status.last_error = f"{type(e).__name__}: {e}"
+                log(
+                    LOG,
+                    logging.ERROR,
+                    "destination runner crashed; restarting",
+                    destination=d.name,
+                    error=repr(e),
+                )
+                try:
+                    await asyncio.wait_for(self.stop.wait(), RESTART_DELAY_S)
+                except TimeoutError:
+                    pass
+
+    async def ready(self) -> tuple[bool, dict]:
+        ok = await kafka_ready(self.settings, timeout_s=2.0)
+        detail = {
+            "kafka": ok,
+            "destinations": {
+                n: {
+                    "state": r.status.state,
+                    "last_success": r.status.last_success,
+                    "delivered": r.status.delivered,
+                    "dead_lettered": r.status.dead_lettered,
+                    "last_error": r.status.last_error,
+                }
+                for n, r in self.runners.items()
+            },
+        }
+        return ok, detail

@@ -1,0 +1,1 @@
+"""RFC 5424 syslog over TCP or TLS destination."""
