@@ -1,0 +1,32 @@
+#!/bin/bash
+# Creates auditpipe's topics as schemas/topics/*.yaml define them (tests/deploy checks that they match).
+# Idempotent (--if-not-exists): safe to run on every `docker compose up`.
+# REPLICATION_FACTOR: 1 for the single-node compose broker; 3 (with min.insync.replicas=2) on a
+# three-broker cluster. Partition counts can be raised later (never lowered): see docs/operations.md.
+set -euo pipefail
+BOOTSTRAP="${BOOTSTRAP:-kafka:9092}"
+RF="${REPLICATION_FACTOR:-1}"
+KT=/opt/kafka/bin/kafka-topics.sh
+
+for _ in $(seq 1 60); do
+  "$KT" --bootstrap-server "$BOOTSTRAP" --list >/dev/null 2>&1 && break
+  sleep 2
+done
+
+create_topic() { # name partitions retention_ms compression [extra --config args...]
+  local name=$1 partitions=$2 retention_ms=$3 compression=$4
+  shift 4
+  "$KT" --bootstrap-server "$BOOTSTRAP" --create --if-not-exists --topic "$name" \
+    --partitions "$partitions" --replication-factor "$RF" \
+    --config "retention.ms=$retention_ms" --config "compression.type=$compression" "$@"
+  echo "topic ready: $name"
+}
+
+create_topic audit.raw.v1 6 604800000 zstd
+create_topic audit.events.v1 6 1209600000 zstd
+create_topic audit.deadletter.v1 3 2592000000 zstd
+# The enricher's state topic (AUDITPIPE_ENRICHER__STATE_TOPIC) is compacted: it keeps the last switch
+# state per org forever, so it must not be auto-created with the broker's delete policy.
+create_topic audit.enricher.state.v1 6 -1 zstd --config cleanup.policy=compact
+
+"$KT" --bootstrap-server "$BOOTSTRAP" --describe --topic 'audit\..*' | grep -E '^Topic:' || true
