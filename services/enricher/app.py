@@ -1,0 +1,149 @@
+"""The faust shell: audit.raw.v1 -> rules.enrich -> audit.events.v1 (or the dead-letter topic).
+
+Source -> steps -> sink:
+
+- source: one agent on the raw topic, ``concurrency=1`` (faust-streaming #606 commits past in-flight
+  messages with more) and a ``noack()`` stream: faust's default stream acks an event when the agent
+  body asks for the next one *or when the body is interrupted* (exception, cancellation on shutdown),
+  so an event could be committed without its output. Here the agent acks an event itself, only after
+  the broker acknowledged what it produced; faust commits acked offsets every ``commit_interval_s``.
+- steps: :class:`services.enricher.rules.enrich.Enricher` (pure) decides Enriched / Suppressed / Dead.
+- sink: the events topic (key = org_id), the dead-letter topic, or the ``suppressed_daily`` table
+  (key = ``org_id|YYYY-MM-DD``, changelog-backed) when the org has audit switched off.
+
+A failing send is retried with back-off until it succeeds or the worker stops; the event is not acked
+meanwhile, so a stop leaves it uncommitted and it is processed again after restart (at least once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+
+from schemas.events_v1 import DeadLetter
+from services.common.kafka import JSON_HEADERS
+from services.common.logging import get_logger, log
+from services.common.settings import Settings
+from services.enricher import metrics
+from services.enricher.rules.enrich import Dead, Enriched, Enricher, Suppressed
+
+logger = get_logger("services.enricher")
+
+MAX_BACKOFF_S = 10.0
+
+
+def create_app(settings: Settings, raw_partitions: int) -> faust.App:
+    """Build the faust app (never at module level: a faust App binds to the first event loop)."""
+    es = settings.enricher
+    app = faust.App(
+        es.consumer_group,
+        broker=[f"kafka://{b}" for b in settings.bootstrap_servers],
+        broker_session_timeout=es.session_timeout_s,
+        broker_heartbeat_interval=max(1.0, es.session_timeout_s / 5),
+        broker_commit_interval=es.commit_interval_s,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_compression_type="lz4",
+        producer_linger_ms=5,
+        topic_partitions=raw_partitions,
+        topic_replication_factor=1,
+        store="memory://",
+        datadir=str(es.data_dir),
+        web_enabled=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    raw_topic = app.topic(es.raw_topic, key_type=bytes, value_type=bytes, value_serializer="raw")
+    events_topic = app.topic(es.events_topic, key_type=bytes, value_type=bytes, value_serializer="raw")
+    dead_topic = app.topic(es.deadletter_topic, key_type=bytes, value_type=bytes, value_serializer="raw")
+    suppressed = app.Table("suppressed_daily", default=int, partitions=raw_partitions)
+    enricher = Enricher.from_settings(es)
+
+    async def send(topic: Any, key: bytes | None, value: bytes) -> None:
+        """Produce and wait for the broker's ack; retry with back-off until it succeeds."""
+        delay = 0.1
+        while True:
+            try:
+                fut = await topic.send(key=key, value=value, headers=JSON_HEADERS)
+                await fut
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - broker trouble: wait and retry, never skip
+                metrics.SEND_RETRIES.labels(topic.get_topic_name()).inc()
+                log(
+                    logger,
+                    logging.WARNING,
+                    "send failed, retrying",
+                    topic=topic.get_topic_name(),
+                    error=type(e).__name__,
+                    retry_in_s=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(MAX_BACKOFF_S, delay * 2)
+
+    @app.agent(raw_topic, concurrency=1)
+    async def enrich_raw(stream: faust.StreamT) -> None:
+        manual = stream.noack()
+        async for event in manual.events():
+            t0 = time.perf_counter()
+            msg = event.message
+            outcome = enricher.process(
+                msg.value,
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                timestamp_ms=int(msg.timestamp * 1000) if msg.timestamp else None,
+                now=datetime.now(UTC),
+            )
+            if isinstance(outcome, Enriched):
+                await send(events_topic, outcome.event.org_id.encode(), outcome.value)
+                metrics.EVENTS.labels("enriched").inc()
+            elif isinstance(outcome, Suppressed):
+                key = f"{outcome.org_id}|{outcome.day}"
+                suppressed[key] += 1
+                metrics.SUPPRESSED.labels(outcome.org_id, outcome.day).set(suppressed[key])
+                metrics.EVENTS.labels("suppressed").inc()
+            else:
+                await dead_letter(outcome)
+            await manual.ack(event)
+            metrics.PROCESS_SECONDS.observe(time.perf_counter() - t0)
+
+    async def dead_letter(outcome: Dead) -> None:
+        letter: DeadLetter = outcome.letter
+        await send(
+            dead_topic,
+            letter.org_id.encode() if letter.org_id else None,
+            orjson.dumps(letter.model_dump(mode="json")),
+        )
+        metrics.DEAD_LETTERS.labels(letter.reason).inc()
+        metrics.EVENTS.labels("dead_letter").inc()
+        # error text and coordinates only: the letter's original is never logged
+        log(
+            logger,
+            logging.WARNING,
+            "dead letter",
+            reason=letter.reason,
+            error=letter.error[:500],
+            topic=letter.source_topic,
+            partition=letter.source_partition,
+            offset=letter.source_offset,
+        )
+
+    @app.timer(interval=60.0)
+    async def report_suppressed() -> None:
+        """Log the daily not-stored counts this worker holds (its partitions of the table)."""
+        for key, count in list(suppressed.items()):
+            org, _, day = key.partition("|")
+            metrics.SUPPRESSED.labels(org, day).set(count)
+            log(logger, logging.INFO, "events not stored (audit off)", org_id=org, day=day, count=count)
+
+    app.enrich_raw = enrich_raw  # type: ignore[attr-defined]
+    app.suppressed_daily = suppressed  # type: ignore[attr-defined]
+    return app

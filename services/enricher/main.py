@@ -1,0 +1,77 @@
+"""Run the enricher: prepare (topics, switch reconciliation), then one faust worker in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+from aiokafka.admin import AIOKafkaAdminClient
+
+from schemas.topics import DEADLETTER, EVENTS, RAW, TopicSpec, load_topics
+from services.common.kafka import _security, ensure_topics, kafka_ready
+from services.common.logging import configure_logging, get_logger, log
+from services.common.runtime import serve_health
+from services.common.settings import Settings
+from services.enricher.app import create_app
+from services.enricher.switch import reconcile
+
+logger = get_logger("services.enricher")
+
+
+async def prepare(settings: Settings) -> int:
+    """Create missing topics, reconcile the org switch; return the raw topic's partition count."""
+    es = settings.enricher
+    specs = load_topics()
+    wanted = []
+    for logical, real in ((RAW, es.raw_topic), (EVENTS, es.events_topic), (DEADLETTER, es.deadletter_topic)):
+        base = specs[logical]
+        wanted.append(TopicSpec(**{**base.__dict__, "name": real}))
+    await ensure_topics(settings, wanted)
+    changed = await reconcile(settings)
+    if changed:
+        log(logger, logging.INFO, "audit switch events emitted", orgs=changed)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **_security(settings))
+    await admin.start()
+    try:
+        meta = await admin.describe_topics([es.raw_topic])
+        return len(meta[0]["partitions"])
+    finally:
+        await admin.close()
+
+
+def run(settings: Settings) -> int:
+    configure_logging("enricher", settings.log_level)
+    try:
+        partitions = asyncio.run(prepare(settings))
+    except Exception as e:  # noqa: BLE001 - one line, no traceback
+        log(logger, logging.ERROR, "enricher cannot start", error=f"{type(e).__name__}: {e}"[:500])
+        return 1
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    app = create_app(settings, partitions)
+    es = settings.enricher
+
+    async def ready() -> tuple[bool, dict]:
+        ok = await kafka_ready(settings)
+        assigned = len(app.consumer.assignment()) if ok and app.consumer else 0
+        return ok, {"kafka": ok, "assigned_partitions": assigned}
+
+    loop.run_until_complete(serve_health(es.web_host, es.web_port, ready, "enricher"))
+    log(
+        logger,
+        logging.INFO,
+        "enricher starting",
+        raw_topic=es.raw_topic,
+        events_topic=es.events_topic,
+        group=es.consumer_group,
+        partitions=partitions,
+        hash_mode=es.hash_mode,
+        web_port=es.web_port,
+    )
+    worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, quiet=True, override_logging=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
