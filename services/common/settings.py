@@ -46,6 +46,7 @@ class IngestSettings(BaseModel):
     max_json_depth: int = Field(default=32, ge=2, le=1000)
     publish_deadline_s: float = Field(default=5.0, gt=0)
     retry_after_s: int = Field(default=5, ge=1)
+    topic: str = Field(default="audit.raw.v1", min_length=1, description="Raw topic (tests use their own)")
 
 
 class EnricherSettings(BaseModel):
@@ -147,6 +148,11 @@ class QueryApiSettings(BaseModel):
     page_size_default: int = Field(default=50, ge=1)
     page_size_max: int = Field(default=500, ge=1)
     query_timeout_s: float = Field(default=30.0, gt=0)
+    dedup: Literal["final", "limit_by"] = Field(
+        default="final", description="How reads hide duplicates: FINAL or LIMIT 1 BY event_id"
+    )
+    audit_topic: str = Field(default="audit.raw.v1", description="Where audit events of sensitive actions go")
+    facet_top: int = Field(default=20, ge=1, le=1000, description="Values per facet")
 
 
 class StackSettings(BaseModel):

@@ -1,0 +1,1 @@
+"""Query API and web viewer over ``audit.events`` (read-only; Kafka only for audit events)."""

@@ -1,0 +1,157 @@
+"""``/api/events``: list (filters, sort, keyset cursor), facets, export, details. Read-only by design."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import Response, StreamingResponse
+
+from services.query_api import query as Q
+from services.query_api.deps import (
+    ClientDep,
+    EventViewer,
+    FiltersDep,
+    SettingsDep,
+    ch_settings,
+    field_error,
+)
+
+router = APIRouter(prefix="/api/events", tags=["events"])
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    return v
+
+
+def _key_of(row: dict[str, Any], sort: Q.SortField) -> list[Any]:
+    return [row[c] for c, _ in Q.sort_columns(sort)]
+
+
+@router.get("", summary="Search events (filters, sort, keyset paging)")
+def list_events(
+    principal: EventViewer,
+    settings: SettingsDep,
+    client: ClientDep,
+    filters: FiltersDep,
+    sort: Annotated[Q.SortField, Query(description="Sort field")] = "occurred_at",
+    order: Annotated[Q.Order, Query(description="desc (default) or asc")] = "desc",
+    limit: Annotated[int | None, Query(ge=1, description="Page size (bounded by page_size_max)")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=2048, description="next_cursor of the previous page")
+    ] = None,
+) -> Response:
+    cfg = settings.query_api
+    size = limit or cfg.page_size_default
+    if size > cfg.page_size_max:
+        raise field_error("limit", f"must be at most {cfg.page_size_max}")
+    try:
+        key = Q.decode_cursor(cursor, sort, order) if cursor else None
+    except Q.FilterError as e:
+        raise field_error(e.field, e.msg) from None
+    cols = list(dict.fromkeys(Q.SUMMARY_COLUMNS + [c for c, _ in Q.sort_columns(sort)]))
+    sql, params = Q.page_query(
+        settings.clickhouse_database, filters, principal.scope, sort, order, size + 1, key, cfg.dedup, cols
+    )
+    res = client.query(sql, parameters=params, settings=ch_settings(settings))
+    rows = [dict(zip(res.column_names, r, strict=True)) for r in res.result_rows]
+    more = len(rows) > size
+    rows = rows[:size]
+    nxt = Q.encode_cursor(sort, order, _key_of(rows[-1], sort)) if more and rows else None
+    events = [{k: _jsonable(v) for k, v in r.items() if k in Q.SUMMARY_COLUMNS} for r in rows]
+    body = {"events": events, "next_cursor": nxt, "sort": sort, "order": order, "limit": size}
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.get("/facets", summary="Counts per action, actor, source and target type")
+def facets(principal: EventViewer, settings: SettingsDep, client: ClientDep, filters: FiltersDep) -> Response:
+    sql, params = Q.facets_query(
+        settings.clickhouse_database, filters, principal.scope, settings.query_api.dedup
+    )
+    res = client.query(sql, parameters=params, settings=ch_settings(settings))
+    out: dict[str, list[dict[str, Any]]] = {k: [] for k in Q.FACETS}
+    for facet, value, n in res.result_rows:
+        out[facet].append({"value": value, "count": int(n)})
+    top = settings.query_api.facet_top
+    total = sum(x["count"] for x in out["action"])
+    body = {k: sorted(v, key=lambda x: (-x["count"], x["value"]))[:top] for k, v in out.items()}
+    return Response(orjson.dumps({"facets": body, "total": total}), media_type="application/json")
+
+
+CSV_COLUMNS = Q.EXPORT_COLUMNS
+
+
+def _csv_cell(v: Any) -> Any:
+    v = _jsonable(v)
+    if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + v  # spreadsheet formula injection
+    return v
+
+
+def _stream(
+    client: Any, sql: str, params: dict[str, Any], settings: dict[str, Any], fmt: str
+) -> Iterator[bytes]:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    if fmt == "csv":
+        w.writerow(CSV_COLUMNS)
+        yield buf.getvalue().encode()
+    with client.query_row_block_stream(sql, parameters=params, settings=settings) as stream:
+        for block in stream:
+            if fmt == "jsonl":
+                yield "".join(r[0] + "\n" for r in block).encode()
+            else:
+                buf.seek(0)
+                buf.truncate()
+                for r in block:
+                    w.writerow([_csv_cell(v) for v in r])
+                yield buf.getvalue().encode()
+
+
+@router.get("/export", summary="Export matching events as CSV or JSON lines (streamed)")
+def export(
+    principal: EventViewer,
+    settings: SettingsDep,
+    client: ClientDep,
+    filters: FiltersDep,
+    format: Annotated[str, Query(pattern="^(csv|jsonl)$", description="csv or jsonl")] = "csv",
+    sort: Annotated[Q.SortField, Query()] = "occurred_at",
+    order: Annotated[Q.Order, Query()] = "desc",
+) -> StreamingResponse:
+    sort_cols = [c for c, _ in Q.sort_columns(sort)]
+    cols = ["event_json", *sort_cols] if format == "jsonl" else CSV_COLUMNS
+    sql, params = Q.export_query(
+        settings.clickhouse_database, filters, principal.scope, sort, order, cols, settings.query_api.dedup
+    )
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
+    # no max_execution_time on export: a long export is legitimate; the client may disconnect instead
+    chs = {"readonly": 2, "max_block_size": 8192}
+    return StreamingResponse(
+        _stream(client, sql, params, chs, format),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="events-{stamp}.{format}"'},
+    )
+
+
+@router.get("/{event_id}", summary="One event in full: payload, request, changes, snapshot")
+def get_event(event_id: str, principal: EventViewer, settings: SettingsDep, client: ClientDep) -> Response:
+    try:
+        eid = str(uuid.UUID(event_id))
+    except ValueError:
+        raise HTTPException(404, detail="event not found") from None
+    sql, params = Q.detail_query(settings.clickhouse_database, eid, principal.scope, settings.query_api.dedup)
+    rows = client.query(sql, parameters=params, settings=ch_settings(settings)).result_rows
+    if not rows:
+        raise HTTPException(404, detail="event not found")
+    return Response(rows[0][0].encode(), media_type="application/json")

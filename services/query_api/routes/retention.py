@@ -1,0 +1,126 @@
+"""``/api/settings/retention``: per-org retention days and the audit on/off switch. Changes are audited."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from services.query_api.audit import AuditUnavailable, audit_event
+from services.query_api.deps import (
+    AuditDep,
+    ClientDep,
+    EventViewer,
+    ManagerPrincipal,
+    SettingsDep,
+    ch_settings,
+    field_error,
+)
+from services.query_api.routes.archives import _req
+
+router = APIRouter(prefix="/api/settings", tags=["settings"])
+
+OrgQuery = Annotated[
+    str | None, Query(max_length=256, description="Organisation (defaults to the token's org)")
+]
+
+
+class RetentionUpdate(BaseModel):
+    retention_days: int = Field(description="Days events stay queryable before archiving")
+    audit_enabled: bool = Field(description="Audit on/off for the org")
+
+
+def _org(principal, org: str | None) -> str:  # noqa: ANN001
+    org = org or principal.scope.org
+    if not org:
+        raise field_error("org", "required")
+    if not principal.may_see_org(org):
+        raise HTTPException(404, detail="organisation not found")
+    return org
+
+
+def _current(client, settings, org: str) -> dict:  # noqa: ANN001
+    db = settings.clickhouse_database
+    rows = client.query(
+        f"SELECT retention_days, audit_enabled, updated_by, updated_at FROM {db}.org_settings FINAL "  # noqa: S608
+        "WHERE org_id = {org:String} LIMIT 1",
+        parameters={"org": org},
+        settings=ch_settings(settings),
+    ).result_rows
+    r = settings.retention
+    base = {"org_id": org, "min_days": 1, "max_days": r.max_days, "self_hosted": r.self_hosted}
+    if not rows:
+        return {
+            **base,
+            "retention_days": r.default_days,
+            "audit_enabled": True,
+            "updated_by": None,
+            "updated_at": None,
+        }
+    days, enabled, by, at = rows[0]
+    return {
+        **base,
+        "retention_days": int(days),
+        "audit_enabled": bool(enabled),
+        "updated_by": by,
+        "updated_at": at.astimezone(UTC).isoformat(timespec="milliseconds"),
+    }
+
+
+@router.get("/retention", summary="Retention days and audit switch of an org")
+async def get_retention(
+    principal: EventViewer, settings: SettingsDep, client: ClientDep, org: OrgQuery = None
+) -> dict:
+    return await run_in_threadpool(_current, client, settings, _org(principal, org))
+
+
+@router.put("/retention", summary="Change retention days or the audit switch (Manager; audited)")
+async def put_retention(
+    body: RetentionUpdate,
+    request: Request,
+    principal: ManagerPrincipal,
+    settings: SettingsDep,
+    client: ClientDep,
+    audit: AuditDep,
+    org: OrgQuery = None,
+) -> dict:
+    o = _org(principal, org)
+    hi = settings.retention.max_days
+    if not 1 <= body.retention_days <= hi:
+        raise HTTPException(
+            422,
+            detail=[
+                {
+                    "loc": ["body", "retention_days"],
+                    "msg": f"must be between 1 and {hi}",
+                    "type": "value_error",
+                }
+            ],
+        )
+    before = await run_in_threadpool(_current, client, settings, o)
+    changes = [
+        {"field": k, "before": before[k], "after": getattr(body, k)}
+        for k in ("retention_days", "audit_enabled")
+        if before[k] != getattr(body, k)
+    ]
+    if not changes:
+        return before
+    text = ", ".join(f"{c['field']} {c['before']} -> {c['after']}" for c in changes)
+    ev = audit_event(
+        principal, o, "audit_settings:update", "update", "audit_settings", o,
+        f"Changed audit settings: {text}", _req(request), changes,
+    )  # fmt: skip
+    try:
+        await audit.publish(ev)
+    except AuditUnavailable:
+        raise HTTPException(503, detail="audit log unavailable; change refused") from None
+    await run_in_threadpool(
+        client.insert,
+        f"{settings.clickhouse_database}.org_settings",
+        [[o, body.retention_days, body.audit_enabled, principal.name, datetime.now(UTC)]],
+        column_names=["org_id", "retention_days", "audit_enabled", "updated_by", "updated_at"],
+    )
+    return await run_in_threadpool(_current, client, settings, o)
