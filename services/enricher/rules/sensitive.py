@@ -83,6 +83,11 @@ KEYED_AREAS = (
 )
 
 
+def _flag_like(v: Any) -> bool:
+    """Booleans (``include_private_key: true``) say whether, not what: a key match leaves them."""
+    return isinstance(v, bool) or (isinstance(v, str) and v.strip().lower() in ("true", "false"))
+
+
 def _norm_key(k: str) -> str:
     return k.lower().replace("-", "_")
 
@@ -175,11 +180,9 @@ class Scrubber:
             out: dict[str, Any] = {}
             for k, v in value.items():
                 p = (*path, k)
-                if (keyed and isinstance(k, str) and self.key_is_sensitive(k)) or (flagged and k == "value"):
-                    if self.paths and self._path_listed(p):
-                        out[k] = self._replace(v, p, found)
-                    else:
-                        out[k] = self._replace(v, p, found)
+                by_key = keyed and isinstance(k, str) and self.key_is_sensitive(k) and not _flag_like(v)
+                if by_key or (flagged and k == "value"):
+                    out[k] = self._replace(v, p, found)
                 else:
                     out[k] = self._walk(v, p, found, keyed=keyed, detect=detect)
             return out

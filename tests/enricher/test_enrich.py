@@ -1,0 +1,197 @@
+"""The composed enricher over every contract example, dead letters, event ids and the org switch."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from schemas.events_v1 import EnrichedEvent
+from schemas.integrity import content_hash_of, verify
+from services.common.settings import EnricherSettings
+from services.enricher.rules.enrich import (
+    SWITCH_ACTION,
+    Dead,
+    Enriched,
+    Enricher,
+    Suppressed,
+    derive_event_id,
+    switch_event,
+    switch_event_id,
+    switch_transitions,
+)
+
+EXAMPLES = sorted(Path("schemas/examples/raw").glob("*.json"))
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def make(**kw: object) -> Enricher:
+    base = {"trusted_proxies": ["10.0.0.0/8"]}
+    base.update(kw)
+    return Enricher.from_settings(EnricherSettings(**base))
+
+
+def run(e: Enricher, value: bytes | None, offset: int = 7):
+    return e.process(
+        value, topic="audit.raw.v1", partition=2, offset=offset, timestamp_ms=1_700_000_000_000, now=NOW
+    )
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("mode", ["indicator", "hmac"])
+def test_every_example_enriches_to_a_valid_verified_event(path: Path, mode: str) -> None:
+    e = make(hash_mode=mode, hmac_key="x" * 32)
+    out = run(e, path.read_bytes())
+    assert isinstance(out, Enriched)
+    doc = orjson.loads(out.value)
+    EnrichedEvent.model_validate(doc)
+    assert verify(doc) and doc["content_hash"] == content_hash_of(doc)
+    assert "hunter2" not in out.value.decode() and "old-secret" not in out.value.decode()
+
+
+def test_examples_classification() -> None:
+    e = make()
+    got = {p.stem: run(e, p.read_bytes()).event for p in EXAMPLES}
+    dep = got["deployment_create_user_console"]
+    assert (dep.event_type, dep.source, dep.actor.type, dep.target.type, dep.client_ip) == (
+        "create",
+        "console",
+        "user",
+        "deployment",
+        "203.0.113.7",
+    )
+    hook = got["service_update_webhook_system"]
+    assert (hook.actor.type, hook.actor.name, hook.source, hook.event_type) == (
+        "system",
+        "system",
+        "webhook",
+        "update",
+    )
+    login = got["user_login"]
+    assert (login.event_type, login.source, login.target.type, login.client_ip) == (
+        "login",
+        "cli",
+        "user",
+        "198.51.100.23",
+    )
+    var = got["variable_update_terraform_secret"]
+    assert (var.source, var.actor.type, var.target.type) == ("terraform", "api_token", "variable")
+    assert var.sensitive_paths == ["changes[0].after", "changes[0].before", "request.payload.value"]
+    cert = got["certificate_export_private_key"]
+    assert (cert.event_type, cert.target.type) == ("access", "certificate")  # producer values win
+
+
+def test_producer_values_win() -> None:
+    raw = {
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "org_id": "o",
+        "action": "deployment:create",
+        "event_type": "custom",
+        "source": "mobile",
+        "actor": {"type": "service", "id": "x"},
+        "target": {"type": "pipeline"},
+        "request": {"user_agent": "Mozilla/5.0", "headers": {"x-github-event": "push"}},
+    }
+    ev = run(make(), orjson.dumps(raw)).event
+    assert (ev.event_type, ev.source, ev.actor.type, ev.target.type) == (
+        "custom",
+        "mobile",
+        "service",
+        "pipeline",
+    )
+
+
+def test_missing_event_id_is_derived_deterministically() -> None:
+    raw = orjson.dumps({"occurred_at": "2026-01-01T00:00:00Z", "org_id": "o", "action": "a:create"})
+    a, b = run(make(), raw, offset=11).event, run(make(), raw, offset=11).event
+    assert a.event_id == b.event_id == derive_event_id("audit.raw.v1", 2, 11)
+    assert run(make(), raw, offset=12).event.event_id != a.event_id
+    assert a.received_at == datetime.fromtimestamp(1_700_000_000, UTC)
+    assert a.actor.type == "system" and a.source == "system"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "empty_message"),
+        (b"\xff\xfenot json", "invalid_json"),
+        (b"[1,2]", "validation_error"),
+        (b'{"org_id": "o"}', "validation_error"),
+        (
+            b'{"org_id": "o", "action": "nocolon", "occurred_at": "2026-01-01T00:00:00Z", "bogus": 1}',
+            "validation_error",
+        ),
+    ],
+)
+def test_invalid_input_becomes_a_dead_letter(value: bytes | None, reason: str) -> None:
+    out = run(make(), value)
+    assert isinstance(out, Dead)
+    dl = out.letter
+    assert (dl.reason, dl.stage, dl.source_topic, dl.source_partition, dl.source_offset) == (
+        reason,
+        "enricher",
+        "audit.raw.v1",
+        2,
+        7,
+    )
+    assert dl.error
+
+
+def test_dead_letter_names_fields_but_never_quotes_secret_input() -> None:
+    raw = {
+        "org_id": "o",
+        "action": "bad action",
+        "occurred_at": "canary-ts-77",
+        "request": {"payload": {"password": "canary-pw-77"}},
+        "metadata": {"k": {"nested": "canary-m-77"}},
+    }
+    dl = run(make(), orjson.dumps(raw)).letter
+    assert "occurred_at" in dl.error and "action" in dl.error
+    whole = dl.model_dump_json()
+    assert "canary-pw-77" not in whole and "canary-ts-77" not in dl.error
+    assert dl.org_id == "o"
+    unparsable = b'{"password": "canary-pw-88", "token": "canary-t-88" ' + b"AKIAIOSFODNN7CANARY8"
+    dl2 = run(make(), unparsable).letter
+    assert "canary" not in dl2.model_dump_json() and "AKIAIOSFODNN7CANARY8" not in dl2.model_dump_json()
+
+
+def test_a_rule_bug_becomes_a_dead_letter(monkeypatch: pytest.MonkeyPatch) -> None:
+    e = make()
+
+    def boom(*a: object, **k: object) -> None:
+        raise RuntimeError("boom with token=canary-bug-1")
+
+    monkeypatch.setattr(e, "enrich", boom)
+    dl = run(e, EXAMPLES[0].read_bytes()).letter
+    assert dl.reason == "enrichment_error" and "canary-bug-1" not in dl.error
+
+
+def test_disabled_org_is_suppressed_and_counted_by_day() -> None:
+    e = make(audit_disabled_orgs=["org-acme"])
+    out = run(e, (Path("schemas/examples/raw") / "user_login.json").read_bytes())
+    assert out == Suppressed("org-acme", "2026-11-21", str(derive_event_id("audit.raw.v1", 2, 7)))
+    assert isinstance(
+        run(e, (Path("schemas/examples/raw") / "service_update_webhook_system.json").read_bytes()), Enriched
+    )
+
+
+def test_switch_transitions() -> None:
+    assert switch_transitions({}, frozenset()) == {}
+    assert switch_transitions({}, frozenset({"a"})) == {"a": (None, False)}
+    assert switch_transitions({"a": False}, frozenset({"a"})) == {}
+    assert switch_transitions({"a": False}, frozenset()) == {"a": (False, True)}
+    assert switch_transitions({"a": True}, frozenset({"a"})) == {"a": (True, False)}
+    assert switch_transitions({"a": True, "b": False}, frozenset({"b"})) == {}
+
+
+def test_switch_event_is_a_verified_system_event() -> None:
+    eid = switch_event_id("org-x", False, -1)
+    assert eid == switch_event_id("org-x", False, -1) != switch_event_id("org-x", False, 5)
+    ev = switch_event("org-x", None, False, event_id=eid, now=NOW)
+    doc = ev.model_dump(mode="json")
+    assert verify(doc) and ev.action == SWITCH_ACTION and ev.actor.type == "system"
+    assert ev.target.type == "organization" and ev.changes[0].before is True and ev.changes[0].after is False
+    assert isinstance(ev.event_id, uuid.UUID)
