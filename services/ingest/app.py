@@ -18,7 +18,6 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from schemas.events_v1 import RawEvent
-from schemas.topics import RAW
 from services.common.kafka import kafka_ready
 from services.common.logging import log
 from services.common.metrics import render
@@ -68,11 +67,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _body_doc(batch: bool) -> dict[str, Any]:
+def _body_doc(batch: bool, max_items: int = 1) -> dict[str, Any]:
     ref = {"$ref": "#/components/schemas/RawEvent"}
-    content: dict[str, Any] = {
-        "application/json": {"schema": {"type": "array", "items": ref} if batch else ref}
-    }
+    array = {"type": "array", "items": ref, "minItems": 1, "maxItems": max_items}
+    content: dict[str, Any] = {"application/json": {"schema": array if batch else ref}}
     if batch:
         content["application/x-ndjson"] = {"schema": {"type": "string", "description": "one event per line"}}
     return {"requestBody": {"required": True, "content": content}}
@@ -81,17 +79,17 @@ def _body_doc(batch: bool) -> dict[str, Any]:
 class IngestApp:
     """Holds what the routes need: settings, the token list, limits, the publisher and a readiness cache."""
 
-    def __init__(self, settings: Settings, topic: str = RAW) -> None:
+    def __init__(self, settings: Settings, topic: str | None = None) -> None:
         self.settings = settings
         self.cfg = settings.ingest
-        self.topic = topic
+        self.topic = topic or settings.ingest.topic
         self.limits = Limits(
             max_batch_events=self.cfg.max_batch_events,
             max_body_bytes=self.cfg.max_body_bytes,
             max_event_bytes=self.cfg.max_event_bytes,
             max_json_depth=self.cfg.max_json_depth,
         )
-        self.publisher = Publisher(settings, topic)
+        self.publisher = Publisher(settings, self.topic)
         self._ready: tuple[float, bool] = (0.0, False)
 
     # -- steps ---------------------------------------------------------------------------------
@@ -195,7 +193,8 @@ class IngestApp:
         return ok and producer, {"kafka": ok, "producer": producer}
 
 
-def create_app(settings: Settings, topic: str = RAW) -> FastAPI:
+def create_app(settings: Settings, topic: str | None = None) -> FastAPI:
+    """The ingest app; ``topic`` defaults to ``settings.ingest.topic`` (audit.raw.v1)."""
     state = IngestApp(settings, topic)
 
     @asynccontextmanager
@@ -230,7 +229,7 @@ def create_app(settings: Settings, topic: str = RAW) -> FastAPI:
         status_code=202,
         response_model=Accepted,
         responses=_ERRORS,
-        openapi_extra=_body_doc(True),
+        openapi_extra=_body_doc(True, settings.ingest.max_batch_events),
         summary="Publish a batch (JSON array or NDJSON), all or nothing",
     )
     async def post_batch(request: Request) -> Response:

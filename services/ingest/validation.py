@@ -78,7 +78,7 @@ def _loads(raw: bytes, index: int | None) -> Any:
                 "body is not valid UTF-8",
                 [{**where, "field": "", "message": f"invalid UTF-8 at byte {u.start}"}],
             ) from None
-        if "recursion" in str(e).lower():
+        if "recursion" in str(e).lower() or "depth limit" in str(e).lower():
             raise Refusal(
                 422,
                 "too_deep",
