@@ -104,6 +104,12 @@ class SinkSettings(BaseModel):
     batch_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     batch_max_seconds: float = Field(default=1.0, gt=0)
     retry_initial_backoff_s: float = Field(default=0.5, gt=0)
+    session_timeout_s: float = Field(
+        default=30.0,
+        ge=6,
+        le=300,
+        description="Consumer group session: how soon a dead sink's partitions move",
+    )
     retry_max_backoff_s: float = Field(default=30.0, gt=0)
     host: str = "127.0.0.1"
     port: int = Field(default=8082, ge=1, le=65535)

@@ -120,6 +120,8 @@ class Sink:
             self.s,
             group_id=self.cfg.consumer_group,
             max_partition_fetch_bytes=min(4 * 1024 * 1024, self.cfg.batch_max_bytes),
+            session_timeout_ms=int(self.cfg.session_timeout_s * 1000),
+            heartbeat_interval_ms=max(500, int(self.cfg.session_timeout_s * 100)),
         )
         self.consumer.subscribe([self.cfg.topic], listener=_Listener(self))
         await self.consumer.start()
@@ -184,7 +186,7 @@ class Sink:
         if batch.rows:
             t0 = time.perf_counter()
             inserted, rejected = await asyncio.to_thread(
-                insert_batch, self.client(), self.table, batch.rows, batch.token()
+                lambda: insert_batch(self.client(), self.table, batch.rows, batch.token())
             )
             m.INSERT_SECONDS.observe(time.perf_counter() - t0)
             m.ROWS_INSERTED.inc(inserted)
