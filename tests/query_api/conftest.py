@@ -106,3 +106,12 @@ def insert(api_settings: Settings) -> Callable[[list[EnrichedEvent]], None]:
         )
 
     return do
+
+
+@pytest.fixture(scope="module")
+def plain_client(clickhouse_settings: Settings) -> Iterator[TestClient]:
+    """An app with tokens but no per-test database: for requests refused before any query runs."""
+    qa = clickhouse_settings.query_api.model_copy(update={"tokens": query_tokens(), "audit_topic": "unused"})
+    s = clickhouse_settings.model_copy(update={"query_api": qa, "clickhouse_database": "qa_no_such_db"})
+    with TestClient(create_app(s)) as c:
+        yield c
