@@ -20,6 +20,7 @@ class DatadogReceiver(HttpReceiver):
     def __init__(self, port: int, api_key: str) -> None:
         super().__init__(port)
         self.api_key = api_key
+        self.max_entries = MAX_ENTRIES
 
     def routes(self) -> list[Route]:
         return [Route("/api/v2/logs", self.logs, methods=["POST"])]
@@ -40,7 +41,7 @@ class DatadogReceiver(HttpReceiver):
             return JSONResponse({"errors": [{"status": "400", "title": "Bad Request"}]}, status_code=400)
         if not isinstance(items, list):
             items = [items]
-        if len(items) > MAX_ENTRIES:
+        if len(items) > self.max_entries:
             return JSONResponse(
                 {"errors": [{"status": "413", "title": "Payload Too Large"}]}, status_code=413
             )

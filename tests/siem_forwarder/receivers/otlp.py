@@ -24,6 +24,7 @@ class OtlpReceiver(HttpReceiver):
         self.header = header
         self.records: list[object] = []
         self.resources: list[dict] = []
+        self.partial_success = False  # refuse poison records with 200 + partialSuccess instead of 400
 
     def routes(self) -> list[Route]:
         return [Route("/v1/logs", self.logs, methods=["POST"])]
@@ -40,7 +41,7 @@ class OtlpReceiver(HttpReceiver):
             json_format.Parse(await request.body(), req)
         except json_format.ParseError as e:
             return JSONResponse({"code": 3, "message": str(e)}, status_code=400)
-        ids = []
+        ids, rejected = [], 0
         for rl in req.resource_logs:
             self.resources.append({a.key: a.value.string_value for a in rl.resource.attributes})
             for sl in rl.scope_logs:
@@ -49,10 +50,17 @@ class OtlpReceiver(HttpReceiver):
                     if "event.id" not in attrs or rec.time_unix_nano == 0:
                         return JSONResponse({"code": 3, "message": "record without event.id/time"}, 400)
                     if rec.event_name == POISON_ACTION:
+                        if self.partial_success:
+                            rejected += 1
+                            continue
                         return JSONResponse({"code": 3, "message": "invalid log record"}, status_code=400)
                     ids.append(attrs["event.id"].value.string_value)
                     self.records.append(rec)
         for eid in ids:
             self.accept(eid)
-        body = json_format.MessageToJson(ExportLogsServiceResponse())
+        resp = ExportLogsServiceResponse()
+        if rejected:
+            resp.partial_success.rejected_log_records = rejected
+            resp.partial_success.error_message = "invalid log record"
+        body = json_format.MessageToJson(resp)
         return Response(orjson.dumps(orjson.loads(body or "{}")), media_type="application/json")

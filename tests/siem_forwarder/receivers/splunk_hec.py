@@ -37,6 +37,7 @@ class HecReceiver(HttpReceiver):
         self.ack = ack
         self.next_ack = 0
         self.acks: dict[int, tuple[list[str], int]] = {}  # ackId -> (event ids, polls so far)
+        self.ack_after_polls = 2  # an ackId turns true on this poll (a huge number: never indexed)
 
     def routes(self) -> list[Route]:
         return [
@@ -93,5 +94,5 @@ class HecReceiver(HttpReceiver):
         for a in body["acks"]:
             ids, polls = self.acks.get(a, ([], 0))
             self.acks[a] = (ids, polls + 1)
-            out[str(a)] = polls + 1 >= 2
+            out[str(a)] = polls + 1 >= self.ack_after_polls
         return JSONResponse({"acks": out})

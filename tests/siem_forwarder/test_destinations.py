@@ -1,0 +1,184 @@
+"""What is particular to one destination, beyond the shared conformance suite."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from services.siem_forwarder.config import parse_config
+from tests.siem_forwarder.conftest import (
+    committed_total,
+    forwarding,
+    metric,
+    produce,
+    read_topic,
+    unique_name,
+    wait_until,
+)
+from tests.siem_forwarder.events import make_event
+from tests.siem_forwarder.harness import Harness, destination_block
+from tests.siem_forwarder.receivers import POISON_ACTION
+
+PORT = 19850  # receivers of this module (our range 19800-19899)
+
+
+def encoded(dest, events):  # noqa: ANN001, ANN201
+    encoder, client = dest.build()
+    return [encoder.encode(e) for e in events], client
+
+
+async def test_elasticsearch_resend_is_idempotent_and_429_items_alone_are_resent(tmp_path: Path) -> None:
+    h = Harness("elasticsearch", tmp_path)
+    h.port = h.receiver.port = PORT
+    await h.start()
+    try:
+        dest = h.config("es")
+        events = [make_event(i) for i in range(5)]
+        items, client = encoded(dest, events)
+        assert (await client.send(items)).retry == []
+        again = await client.send(items)  # a resend after e.g. a lost response
+        assert again.retry == [] and again.dead == {}  # 409 on create with our _id = already indexed
+        assert h.receiver.conflicts == 5 and len(h.receiver.docs) == 5
+        more = [make_event(i) for i in range(4)]
+        items2, _ = encoded(dest, more)
+        h.receiver.reject_items_next(2)  # es_rejected_execution_exception on the first two items
+        d = await client.send(items2)
+        assert d.retry == [0, 1] and not d.dead
+        assert (await client.send([items2[i] for i in d.retry])).retry == []
+        assert {e["event_id"] for e in more} <= set(h.receiver.docs)
+        await client.aclose()
+    finally:
+        await h.stop()
+
+
+async def test_splunk_ack_means_indexed(tmp_path: Path) -> None:
+    h = Harness("splunk_hec_ack", tmp_path)
+    h.port = h.receiver.port = PORT
+    await h.start()
+    try:
+        dest = h.config("hec")
+        items, client = encoded(dest, [make_event(1)])
+        assert client.headers["X-Splunk-Request-Channel"]
+        assert (await client.send(items)).retry == []
+        assert h.receiver.acks[1][1] >= 2  # returned only after the ack poll said true
+        # never indexed within ack_timeout_s -> the batch is sent again (transient), never "delivered"
+        dest2 = dest.model_copy(update={"ack_timeout_s": 0.3})
+        items, client2 = encoded(dest2, [make_event(2)])
+        h.receiver.ack_after_polls = 10**9
+        d = await client2.send(items)
+        assert d.retry == [0] and "not indexed" in d.error
+        await client.aclose()
+        await client2.aclose()
+    finally:
+        await h.stop()
+
+
+@pytest.mark.kafka
+async def test_datadog_413_splits_the_batch(kafka_settings, events_topic, tmp_path: Path) -> None:
+    h = Harness("datadog", tmp_path)
+    h.port = h.receiver.port = PORT
+    h.receiver.max_entries = 4  # answers 413 above 4 entries
+    await h.start()
+    try:
+        name = unique_name("dd")
+        dest = h.config(name)
+        events = [make_event(i) for i in range(10)]
+        ids = {e["event_id"] for e in events}
+        await produce(kafka_settings, events_topic, events)
+        async with forwarding(kafka_settings, dest, events_topic):
+            await wait_until(lambda: ids <= set(h.received()), 20, "split batches delivered")
+        assert metric("dead_lettered_events_total", name, reason="destination_rejected") == 0
+    finally:
+        await h.stop()
+
+
+@pytest.mark.kafka
+async def test_otlp_partial_success_dead_letters_only_the_rejected(
+    kafka_settings, events_topic, tmp_path
+) -> None:
+    h = Harness("otlp", tmp_path)
+    h.port = h.receiver.port = PORT
+    h.receiver.partial_success = True
+    await h.start()
+    try:
+        name = unique_name("otlp")
+        dest = h.config(name)
+        poison = make_event(0, action=POISON_ACTION)
+        events = [make_event(i) for i in range(6)] + [poison]
+        await produce(kafka_settings, events_topic, events)
+        async with forwarding(kafka_settings, dest, events_topic):
+            letters = await read_topic(kafka_settings, dest.dlq_topic(), 1, within=20)
+        assert [x["event_id"] for x in letters] == [poison["event_id"]]
+        assert "partialSuccess" in letters[0]["response"]
+        assert {e["event_id"] for e in events[:-1]} <= set(h.received())
+        # the receiver parsed everything with the official ExportLogsServiceRequest
+        assert h.receiver.resources[0]["service.name"] == "auditpipe"
+        rec = h.receiver.records[0]
+        assert rec.severity_number == 9 and rec.time_unix_nano > 0 and rec.event_name == "deployment:create"
+    finally:
+        await h.stop()
+
+
+async def test_webhook_wrong_secret_is_refused_and_permanent(tmp_path: Path) -> None:
+    h = Harness("webhook", tmp_path)
+    h.port = h.receiver.port = PORT
+    await h.start()
+    os.environ["FWD_TEST_WRONG_SECRET"] = "not-the-secret"
+    try:
+        blk = destination_block("webhook", "hook", PORT) | {"secret_env": "FWD_TEST_WRONG_SECRET"}
+        dest = parse_config({"destinations": [blk]}).destinations[0]
+        items, client = encoded(dest, [make_event(1)])
+        d = await client.send(items)
+        assert h.receiver.forged == 1 and d.dead and "401" in d.dead[0]
+        await client.aclose()
+    finally:
+        await h.stop()
+
+
+@pytest.mark.kafka
+async def test_filter_skips_but_commits(kafka_settings, events_topic, tmp_path: Path) -> None:
+    h = Harness("webhook", tmp_path)
+    h.port = h.receiver.port = PORT
+    await h.start()
+    try:
+        name = unique_name("hook")
+        blk = destination_block("webhook", name, PORT) | {
+            "filter": {"orgs": ["org_1"], "exclude_actions": ["*:delete"]},
+            "fields": {"exclude": ["request", "changes"]},
+        }
+        dest = parse_config({"destinations": [blk]}).destinations[0]
+        keep = [make_event(i) for i in range(5)]
+        skip = [make_event(i, org="org_2") for i in range(3)] + [make_event(9, action="project:delete")]
+        await produce(kafka_settings, events_topic, keep + skip)
+        async with forwarding(kafka_settings, dest, events_topic):
+            await wait_until(lambda: {e["event_id"] for e in keep} <= set(h.received()), 15, "kept events")
+            await wait_until(lambda: metric("filtered_events_total", name) == 4, 5, "filtered count")
+            for _ in range(50):
+                if await committed_total(kafka_settings, dest.group(), events_topic) == 9:
+                    break
+        assert not {e["event_id"] for e in skip} & set(h.received())
+    finally:
+        await h.stop()
+
+
+@pytest.mark.kafka
+async def test_rsyslog_parses_our_rfc5424_over_tls(kafka_settings, events_topic, tmp_path: Path) -> None:
+    h = Harness("syslog_tls", tmp_path)
+    h.port = h.receiver.port = PORT
+    h.receiver._write_conf()
+    await h.start()
+    try:
+        dest = h.config(unique_name("sys"))
+        ev = make_event(3)
+        await produce(kafka_settings, events_topic, [ev])
+        async with forwarding(kafka_settings, dest, events_topic):
+            await wait_until(lambda: ev["event_id"] in h.received(), 15, "the event in rsyslog's file")
+        line = h.receiver.lines[-1]
+        assert line["app"] == "auditpipe" and line["msgid"] == "deployment:create"
+        assert line["pri"] == 13 * 8 + 6
+        assert line["sd"].startswith("[auditpipe@32473 ") and f'event_id="{ev["event_id"]}"' in line["sd"]
+        assert line["event"] == ev  # the whole event, multi-line strings included, intact
+    finally:
+        await h.stop()
