@@ -45,3 +45,19 @@ def test_shell_scripts_parse() -> None:
     for path in DEPLOY.rglob("*.sh"):
         r = subprocess.run([bash, "-n", str(path)], capture_output=True, text=True, timeout=10, check=False)
         assert r.returncode == 0, f"{path}: {r.stderr}"
+
+
+def test_operations_doc_names_only_existing_deploy_files() -> None:
+    import re
+
+    from tests.deploy.helpers import ROOT
+
+    text = (ROOT / "docs" / "operations.md").read_text()
+    paths = set(re.findall(r"`((?:deploy|schemas|services)/[A-Za-z0-9_./-]+?)`", text))
+    assert len(paths) > 15
+    for p in sorted(paths):
+        if "<" in p or "*" in p:
+            continue
+        # Secret files are made by the operator from a committed template.
+        exists = (ROOT / p).exists() or (ROOT / f"{p}.example").exists()
+        assert exists, f"docs/operations.md names missing {p}"
