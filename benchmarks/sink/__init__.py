@@ -1,0 +1,1 @@
+"""Sink throughput benchmark: ``python -m benchmarks.sink``."""
