@@ -173,3 +173,25 @@ __all__ = [
     "update_lag",
     "kafka_ready",
 ]
+
+
+async def topic_end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """{partition: end offset} of ``topic`` (how many messages it ever held, per partition)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **_security(settings))
+    await admin.start()
+    try:
+        desc = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    parts = [p["partition"] for p in desc[0]["partitions"]] if desc else []
+    if not parts:
+        return {}
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, **_security(settings)
+    )
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        return {tp.partition: off for tp, off in ends.items()}
+    finally:
+        await consumer.stop()
