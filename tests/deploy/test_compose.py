@@ -262,3 +262,13 @@ def test_forwarder_config_is_valid() -> None:
     template = (COMPOSE_DIR / "forwarder.env.example").read_text()
     for var in names:
         assert f"{var}=" in template
+
+
+def test_archive_writer_and_viewer_share_the_archive_volume() -> None:
+    """The sink writes archives, the query API lists/downloads/deletes them: same dir, same volume."""
+    svcs = compose()["services"]
+    for name in ("sink", "api"):
+        env = _resolved_env(svcs[name])
+        target = env["AUDITPIPE_RETENTION__ARCHIVE_DIR"]
+        assert f"archives:{target}" in svcs[name]["volumes"], name
+    assert "archives" in compose()["volumes"]

@@ -222,3 +222,18 @@ def test_kustomize_build_renders_every_object_in_the_namespace() -> None:
         for c in _pod_spec(d)["containers"]
     }
     assert images == {"registry.example.com/auditpipe:0.1.0"}
+
+
+def test_query_api_and_archive_job_share_the_archive_volume() -> None:
+    archive_dir = _settings_env()["AUDITPIPE_RETENTION__ARCHIVE_DIR"]
+    (cron,) = k8s_by_kind("CronJob").values()
+    api = k8s_by_kind("Deployment")["auditpipe-api"]["spec"]["template"]["spec"]
+    claims = set()
+    for spec in (_pod_spec(cron), api):
+        (c,) = spec["containers"]
+        mount = next(m for m in c["volumeMounts"] if m["mountPath"] == archive_dir)
+        vol = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+        claims.add(vol["persistentVolumeClaim"]["claimName"])
+    (claim,) = claims
+    pvc = k8s_by_kind("PersistentVolumeClaim")[claim]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"], "mounted by several pods"

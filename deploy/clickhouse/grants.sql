@@ -1,0 +1,71 @@
+-- auditpipe: ClickHouse roles and users (RBAC). Run as an administrator with access management,
+-- e.g. `clickhouse-client --multiquery < deploy/clickhouse/grants.sql`, after `auditpipe migrate`.
+-- Database `audit` is the default (AUDITPIPE_CLICKHOUSE_DATABASE); replace it if yours differs.
+-- Passwords below are placeholders: set real ones (or use certificates/LDAP) before running.
+--
+-- Immutability: only `auditpipe_admin` may ALTER/DROP/TRUNCATE. Nobody gets ALTER UPDATE on events.
+-- The only DELETE is the archive job's, after a verified archive of days beyond retention
+-- (docs/sink.md "Retention and archives"); give it to a separate archiver user if the sink must stay INSERT-only.
+
+-- ---------------------------------------------------------------- roles
+CREATE ROLE IF NOT EXISTS auditpipe_writer;
+CREATE ROLE IF NOT EXISTS auditpipe_archiver;
+CREATE ROLE IF NOT EXISTS auditpipe_query_api;
+CREATE ROLE IF NOT EXISTS auditpipe_analyst;
+CREATE ROLE IF NOT EXISTS auditpipe_admin;
+
+-- The sink: append rows, nothing else.
+GRANT INSERT ON audit.events TO auditpipe_writer;
+
+-- The archive job (inside the sink, or `auditpipe archive run` from cron with its own user): read the
+-- rows it exports and verifies, read per-org retention, and delete exactly the archived days.
+GRANT SELECT ON audit.events TO auditpipe_archiver;
+GRANT SELECT ON audit.org_settings TO auditpipe_archiver;
+GRANT ALTER DELETE ON audit.events TO auditpipe_archiver;
+
+-- The query API: read events; write per-org retention settings (never events).
+GRANT SELECT ON audit.events TO auditpipe_query_api;
+GRANT SELECT ON audit.events_dedup TO auditpipe_query_api;
+GRANT SELECT, INSERT ON audit.org_settings TO auditpipe_query_api;
+
+-- Analysts who query ClickHouse directly: read-only. events_dedup is the view to use (never a duplicate);
+-- SELECT on events is needed because a normal view runs with the invoker's rights (SQL SECURITY INVOKER).
+GRANT SELECT ON audit.events_dedup TO auditpipe_analyst;
+GRANT SELECT ON audit.events TO auditpipe_analyst;
+
+-- Schema changes (auditpipe migrate) and break-glass operations. Keep this user off the network.
+GRANT ALL ON audit.* TO auditpipe_admin WITH GRANT OPTION;
+
+-- ---------------------------------------------------------------- settings profiles
+CREATE SETTINGS PROFILE IF NOT EXISTS auditpipe_readonly SETTINGS
+    readonly = 2 CONST,            -- no writes, no DDL; settings (and query parameters) may still be set
+    allow_ddl = 0 CONST,
+    max_execution_time = 60,
+    max_memory_usage = 4000000000,
+    max_result_rows = 10000000;
+CREATE SETTINGS PROFILE IF NOT EXISTS auditpipe_service SETTINGS
+    allow_ddl = 0 CONST,
+    max_execution_time = 600;
+
+-- ---------------------------------------------------------------- users
+CREATE USER IF NOT EXISTS auditpipe_sink IDENTIFIED WITH sha256_password BY 'CHANGE-ME-sink'
+    HOST LOCAL SETTINGS PROFILE auditpipe_service;
+GRANT auditpipe_writer, auditpipe_archiver TO auditpipe_sink;
+SET DEFAULT ROLE auditpipe_writer, auditpipe_archiver TO auditpipe_sink;
+
+CREATE USER IF NOT EXISTS auditpipe_api IDENTIFIED WITH sha256_password BY 'CHANGE-ME-api'
+    HOST LOCAL SETTINGS PROFILE auditpipe_service;
+GRANT auditpipe_query_api TO auditpipe_api;
+SET DEFAULT ROLE auditpipe_query_api TO auditpipe_api;
+
+CREATE USER IF NOT EXISTS analyst_ada IDENTIFIED WITH sha256_password BY 'CHANGE-ME-ada'
+    SETTINGS PROFILE auditpipe_readonly;
+GRANT auditpipe_analyst TO analyst_ada;
+SET DEFAULT ROLE auditpipe_analyst TO analyst_ada;
+
+CREATE USER IF NOT EXISTS auditpipe_admin IDENTIFIED WITH sha256_password BY 'CHANGE-ME-admin' HOST LOCAL;
+GRANT auditpipe_admin TO auditpipe_admin;
+SET DEFAULT ROLE auditpipe_admin TO auditpipe_admin;
+
+-- Optional: restrict an analyst to one organisation with a row policy (applies to the view too).
+-- CREATE ROW POLICY IF NOT EXISTS ada_org_acme ON audit.events FOR SELECT USING org_id = 'org-acme' TO analyst_ada;
