@@ -274,9 +274,8 @@ class Demo:
             detail = self.api(f"/api/events/{e['event_id']}")
             paths = detail.get("sensitive_paths") or detail.get("event", {}).get("sensitive_paths") or []
             if paths:
-                seen[name] = (
-                    f"{name} by {e.get('actor_name')} at {str(e.get('occurred_at'))[:16]} ({len(paths)} hidden)"
-                )
+                when = str(e.get("occurred_at"))[:16]
+                seen[name] = f"{name} by {e.get('actor_name')} at {when} ({len(paths)} values hidden)"
         out.append(("Which secrets changed in project proj-api?", "; ".join(seen.values()) or "none"))
         return out
 

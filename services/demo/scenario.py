@@ -92,13 +92,19 @@ def _request(
     }
 
 
+DEMO_NAMESPACE = uuid.UUID("6f1c3f5e-1d4b-4c1e-9a57-0d1f2c3b4a59")
+
+
 def history(now: datetime, rng: random.Random, run_id: str) -> list[dict[str, Any]]:
     """A week of past activity (raw events with explicit ``occurred_at``), sent through the HTTP ingest.
 
     Includes the facts the demo's three questions ask about: Grace deletes environment Staging of
-    proj-web three days ago; terraform-ci works today; secrets change in proj-api.
+    proj-web three days ago; terraform-ci works today; secrets change in proj-api. Times are anchored at
+    the start of the UTC day and event ids derive from the day, so running the demo twice on one day
+    re-sends the same events — and the pipeline's de-duplication shows them once.
     """
     out: list[dict[str, Any]] = []
+    now = now.replace(hour=0, minute=0, second=0, microsecond=0)
 
     def add(
         days_ago: float,
@@ -114,7 +120,7 @@ def history(now: datetime, rng: random.Random, run_id: str) -> list[dict[str, An
         **extra: Any,
     ) -> None:
         ev = {
-            "event_id": str(uuid.uuid4()),
+            "event_id": str(uuid.uuid5(DEMO_NAMESPACE, f"{now.date()}-{len(out)}")),
             "occurred_at": (now - timedelta(days=days_ago)).isoformat(),
             "org_id": org,
             "project_id": project,
