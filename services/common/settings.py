@@ -85,6 +85,9 @@ class EnricherSettings(BaseModel):
     data_dir: Path = Field(default=Path(".stack/enricher"), description="faust data directory")
     session_timeout_s: float = Field(default=10.0, ge=6.0, description="Kafka group session timeout")
     commit_interval_s: float = Field(default=1.0, gt=0, description="faust offset commit interval")
+    max_in_flight: int = Field(
+        default=1000, ge=1, le=100_000, description="Outputs awaiting the broker's ack before consumption pauses"
+    )
 
     @field_validator("hmac_key")
     @classmethod

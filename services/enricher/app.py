@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import faust
@@ -36,6 +37,79 @@ from services.enricher.rules.enrich import Dead, Enriched, Enricher, Suppressed
 logger = get_logger("services.enricher")
 
 MAX_BACKOFF_S = 10.0
+
+
+class Delivery:
+    """Outputs in flight, each raw event acked only when the broker acked its output.
+
+    ``submit`` hands the output to the producer and returns at once; the raw event is acked from the
+    send future's callback. At most ``limit`` outputs wait for their ack; beyond that ``submit`` waits
+    (back-pressure pauses the agent, memory stays bounded). Acks may arrive out of order: faust commits
+    only the consecutive acked prefix of each partition, so a committed offset always means that every
+    earlier event's output is on the broker. A failed send is retried with back-off until it succeeds.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self.ack: Callable[[Any], Awaitable[Any]] | None = None
+        self._space = asyncio.Event()
+        self._space.set()
+        self._tasks: set[asyncio.Task] = set()
+
+    async def submit(self, event: Any, topic: Any, key: bytes | None, value: bytes) -> None:
+        while self.in_flight >= self.limit:
+            self._space.clear()
+            await self._space.wait()
+        self.in_flight += 1
+        metrics.IN_FLIGHT.set(self.in_flight)
+        try:
+            fut = await topic.send(key=key, value=value, headers=JSON_HEADERS)
+        except Exception:  # noqa: BLE001 - producer refused at once: retry inline (pauses the agent)
+            await self._resend(event, topic, key, value)
+            return
+        fut.add_done_callback(partial(self._done, event, topic, key, value))
+
+    def _done(self, event: Any, topic: Any, key: bytes | None, value: bytes, fut: asyncio.Future) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            self._spawn(self._resend(event, topic, key, value))
+        else:
+            self._finish(event)
+
+    async def _resend(self, event: Any, topic: Any, key: bytes | None, value: bytes) -> None:
+        delay = 0.1
+        while True:
+            metrics.SEND_RETRIES.labels(topic.get_topic_name()).inc()
+            log(
+                logger,
+                logging.WARNING,
+                "send failed, retrying",
+                topic=topic.get_topic_name(),
+                retry_in_s=delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(MAX_BACKOFF_S, delay * 2)
+            try:
+                fut = await topic.send(key=key, value=value, headers=JSON_HEADERS)
+                await fut
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001, S112 - broker trouble: keep trying, never skip
+                continue
+        self._finish(event)
+
+    def _finish(self, event: Any) -> None:
+        self.in_flight -= 1
+        metrics.IN_FLIGHT.set(self.in_flight)
+        self._space.set()
+        assert self.ack is not None
+        self._spawn(self.ack(event))
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 def create_app(settings: Settings, raw_partitions: int) -> faust.App:
@@ -65,34 +139,13 @@ def create_app(settings: Settings, raw_partitions: int) -> faust.App:
     suppressed = app.Table("suppressed_daily", default=int, partitions=raw_partitions)
     enricher = Enricher.from_settings(es)
 
-    async def send(topic: Any, key: bytes | None, value: bytes) -> None:
-        """Produce and wait for the broker's ack; retry with back-off until it succeeds."""
-        delay = 0.1
-        while True:
-            try:
-                fut = await topic.send(key=key, value=value, headers=JSON_HEADERS)
-                await fut
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - broker trouble: wait and retry, never skip
-                metrics.SEND_RETRIES.labels(topic.get_topic_name()).inc()
-                log(
-                    logger,
-                    logging.WARNING,
-                    "send failed, retrying",
-                    topic=topic.get_topic_name(),
-                    error=type(e).__name__,
-                    retry_in_s=delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(MAX_BACKOFF_S, delay * 2)
+    delivery = Delivery(es.max_in_flight)
 
     @app.agent(raw_topic, concurrency=1)
     async def enrich_raw(stream: faust.StreamT) -> None:
         manual = stream.noack()
+        delivery.ack = manual.ack
         async for event in manual.events():
-            t0 = time.perf_counter()
             msg = event.message
             outcome = enricher.process(
                 msg.value,
@@ -103,25 +156,21 @@ def create_app(settings: Settings, raw_partitions: int) -> faust.App:
                 now=datetime.now(UTC),
             )
             if isinstance(outcome, Enriched):
-                await send(events_topic, outcome.event.org_id.encode(), outcome.value)
+                await delivery.submit(event, events_topic, outcome.event.org_id.encode(), outcome.value)
                 metrics.EVENTS.labels("enriched").inc()
             elif isinstance(outcome, Suppressed):
                 key = f"{outcome.org_id}|{outcome.day}"
                 suppressed[key] += 1
                 metrics.SUPPRESSED.labels(outcome.org_id, outcome.day).set(suppressed[key])
                 metrics.EVENTS.labels("suppressed").inc()
+                await manual.ack(event)
             else:
-                await dead_letter(outcome)
-            await manual.ack(event)
-            metrics.PROCESS_SECONDS.observe(time.perf_counter() - t0)
+                await dead_letter(event, outcome)
 
-    async def dead_letter(outcome: Dead) -> None:
+    async def dead_letter(event: Any, outcome: Dead) -> None:
         letter: DeadLetter = outcome.letter
-        await send(
-            dead_topic,
-            letter.org_id.encode() if letter.org_id else None,
-            orjson.dumps(letter.model_dump(mode="json")),
-        )
+        key = letter.org_id.encode() if letter.org_id else None
+        await delivery.submit(event, dead_topic, key, orjson.dumps(letter.model_dump(mode="json")))
         metrics.DEAD_LETTERS.labels(letter.reason).inc()
         metrics.EVENTS.labels("dead_letter").inc()
         # error text and coordinates only: the letter's original is never logged

@@ -21,3 +21,4 @@ PROCESS_SECONDS = histogram(
     "Time from taking a raw event to the broker's ack of its output",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
 )
+IN_FLIGHT = gauge(SERVICE, "in_flight_messages", "Outputs sent and not yet acknowledged by the broker")
