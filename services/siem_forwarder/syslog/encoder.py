@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from typing import Any
 
@@ -12,9 +13,12 @@ from services.siem_forwarder.util.delivery import EncodeError
 NILVALUE = "-"
 
 
+_NOT_PRINTUSASCII = re.compile(r"[^\x21-\x7e]")
+
+
 def header_field(value: Any, max_len: int) -> str:
     """PRINTUSASCII (33..126), truncated to ``max_len``; empty -> NILVALUE."""
-    s = "".join(c if 33 <= ord(c) <= 126 else "_" for c in str(value or ""))[:max_len]
+    s = _NOT_PRINTUSASCII.sub("_", str(value or "")[:max_len])
     return s or NILVALUE
 
 
@@ -46,17 +50,19 @@ class SyslogEncoder:
         self.config = config
         self.hostname = header_field(config.hostname or socket.gethostname(), 255)
         self.pri = config.facility * 8 + config.severity
+        self.app = header_field(config.app_name, 48)
+        self.sd_names = [(path, sd_name(path)) for path in config.sd_fields]
 
     def message(self, doc: dict[str, Any]) -> bytes:
         ts = event_time(doc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # RFC 3339, at most 6 fraction digits
         params = []
-        for path in self.config.sd_fields:
+        for path, name in self.sd_names:
             v = _get(doc, path)
             if v is not None:
-                params.append(f'{sd_name(path)}="{sd_escape(str(v))}"')
+                params.append(f'{name}="{sd_escape(str(v))}"')
         sd = f"[{self.config.sd_id} {' '.join(params)}]" if params else NILVALUE
         head = (
-            f"<{self.pri}>1 {ts} {self.hostname} {header_field(self.config.app_name, 48)} "
+            f"<{self.pri}>1 {ts} {self.hostname} {self.app} "
             f"{NILVALUE} {header_field(doc.get('action'), 32)} {sd} "
         )
         return head.encode("utf-8") + dumps(doc)

@@ -1,0 +1,1 @@
+"""Forwarder throughput benchmark: ``python -m benchmarks.forwarder``."""
