@@ -250,6 +250,7 @@ class AsyncAuditClient:
         self.exit_timeout_s = exit_timeout_s
         self._http_client = http_client
         self._queue: asyncio.Queue[RawEvent] | None = None
+        self._flush_now: asyncio.Event = asyncio.Event()
         self._inflight: list[RawEvent] = []
         self._sender: asyncio.Task[None] | None = None
         self._transport: HttpTransport | KafkaTransport | None = None
@@ -299,7 +300,11 @@ class AsyncAuditClient:
         """Wait until everything emitted so far is delivered or refused; TimeoutError past ``timeout_s``."""
         if self._queue is None:
             return
-        await asyncio.wait_for(self._queue.join(), timeout_s)
+        self._flush_now.set()
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout_s)
+        finally:
+            self._flush_now.clear()
 
     async def close(self, timeout_s: float = 30.0) -> None:
         """Flush, stop the sender and the transport. Raises DeliveryError if anything was not delivered."""
@@ -308,6 +313,7 @@ class AsyncAuditClient:
         self._closed = True
         _unregister_exit(self)
         if self._queue is not None:
+            self._flush_now.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._queue.join(), timeout_s)
         if self._sender is not None:
@@ -355,6 +361,7 @@ class AsyncAuditClient:
     def _ensure_started(self) -> asyncio.Queue[RawEvent]:
         if self._queue is None:
             self._queue = asyncio.Queue(maxsize=self.max_buffer)
+            self._flush_now = asyncio.Event()
             self._transport = self._make_transport()
             self._sender = asyncio.create_task(self._run(), name="auditpipe-client-sender")
         return self._queue
@@ -366,7 +373,8 @@ class AsyncAuditClient:
         q = self._queue
         while True:
             first = await q.get()
-            batch = [first]
+            # the batch being gathered is already "in flight": a cancel (close/exit) still reports it
+            batch = self._inflight = [first]
             deadline = loop.time() + self.flush_interval_s
             while len(batch) < self.batch_size:
                 try:
@@ -375,18 +383,34 @@ class AsyncAuditClient:
                 except asyncio.QueueEmpty:
                     pass
                 left = deadline - loop.time()
-                if left <= 0:
+                if left <= 0 or self._flush_now.is_set():
                     break
-                try:
-                    batch.append(await asyncio.wait_for(q.get(), left))
-                except TimeoutError:
+                item = await self._next_or_flush(q, left)
+                if item is None:
                     break
-            self._inflight = batch
+                batch.append(item)
             # cancelled (close timed out): the batch stays in _inflight and is reported undelivered
             await self._deliver(self._transport, batch)
             self._inflight = []
             for _ in batch:
                 q.task_done()
+
+    async def _next_or_flush(self, q: asyncio.Queue[RawEvent], timeout_s: float) -> RawEvent | None:
+        """The next event, or None when ``timeout_s`` passed or a flush was requested."""
+        getter = asyncio.ensure_future(q.get())
+        flusher = asyncio.ensure_future(self._flush_now.wait())
+        try:
+            await asyncio.wait({getter, flusher}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            flusher.cancel()
+            getter.cancel()
+        try:
+            return await getter  # a get that completed before the cancel keeps its event
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            return None
 
     async def _deliver(self, transport: HttpTransport | KafkaTransport, batch: list[RawEvent]) -> None:
         pending = batch

@@ -1,0 +1,159 @@
+"""AuditClient / AsyncAuditClient in both modes against the real broker; bounded buffer; flush at exit."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from auditpipe import AsyncAuditClient, AuditClient, BufferFull, DeliveryError
+from schemas.events_v1 import RawEvent
+from tests.ingest.conftest import example, make_topic, read_topic
+
+pytestmark = pytest.mark.kafka
+
+DEAD = "http://127.0.0.1:19499"  # nothing listens here
+
+
+def events(n: int, tag: str) -> list[dict]:
+    return [
+        example(org_id=("org-acme", "org-beta")[i % 2], metadata={"tag": tag, "i": str(i)}) for i in range(n)
+    ]
+
+
+def check_arrived(records: list, ids: list[str], producer: str) -> None:
+    got = {}
+    for r in records:
+        ev = RawEvent.model_validate_json(r.value)
+        got[str(ev.event_id)] = (r.key, ev, dict(r.headers))
+    for eid in ids:
+        key, ev, headers = got[eid]
+        assert key == ev.org_id.encode()
+        assert ev.producer == producer and headers["producer"] == producer.encode()
+        assert headers["schema-version"] == b"1"
+
+
+async def test_async_client_http_mode(ingest_app, ingest_cfg, raw_topic) -> None:
+    transport = httpx.ASGITransport(app=ingest_app)
+    async with httpx.AsyncClient(transport=transport) as hc:
+        async with AsyncAuditClient(
+            "http", url="http://ingest", token="tok-acme", http_client=hc, batch_size=7, flush_interval_s=0.05
+        ) as client:
+            ids = [await client.emit(e) for e in events(20, "async-http")]
+        assert client.delivered == 20
+    recs = await read_topic(ingest_cfg, raw_topic, 1_000_000, timeout_s=3)
+    check_arrived(recs, ids, "svc-acme")  # the ingest records the token's producer
+
+
+def test_sync_client_http_mode_through_uvicorn(ingest_server) -> None:
+    with AuditClient("http", url=ingest_server["url"], token="tok-acme", batch_size=10) as client:
+        ids = [client.emit(e) for e in events(25, "sync-http")]
+        client.flush(10)
+        assert client.stats["delivered"] == 25
+    from tests.conftest import run_sync
+
+    recs = run_sync(read_topic(ingest_server["settings"], ingest_server["topic"], 25, timeout_s=10))
+    check_arrived(recs, ids, "svc-acme")
+
+
+async def test_async_client_kafka_mode(kafka_settings) -> None:
+    topic = make_topic(kafka_settings)
+    async with AsyncAuditClient(
+        "kafka", bootstrap_servers=kafka_settings.kafka_bootstrap, topic=topic, producer="svc-direct"
+    ) as client:
+        ids = [await client.emit(e) for e in events(30, "async-kafka")]
+    recs = await read_topic(kafka_settings, topic, 30, settle_s=0.3)
+    assert len(recs) == 30
+    check_arrived(recs, ids, "svc-direct")
+
+
+def test_sync_client_kafka_mode(kafka_settings) -> None:
+    topic = make_topic(kafka_settings)
+    client = AuditClient(
+        "kafka", bootstrap_servers=kafka_settings.kafka_bootstrap, topic=topic, producer="svc-k"
+    )
+    ids = [client.emit(e) for e in events(30, "sync-kafka")]
+    given = str(uuid.uuid4())
+    assert client.emit({**example(), "event_id": given}) == given  # a producer's own id is kept
+    with pytest.raises(ValidationError):
+        client.emit(example(status="nope"))  # invalid events fail at the caller, never buffered
+    client.close()
+    from tests.conftest import run_sync
+
+    recs = run_sync(read_topic(kafka_settings, topic, 31, settle_s=0.3))
+    assert len(recs) == 31
+    check_arrived(recs, [*ids, given], "svc-k")
+
+
+async def test_overflow_raise_never_drops_silently() -> None:
+    client = AsyncAuditClient(
+        "http",
+        url=DEAD,
+        token="t",
+        max_buffer=3,
+        batch_size=1,
+        overflow="raise",
+        backoff_initial_s=0.05,
+        flush_at_exit=False,
+    )
+    taken = []
+    with pytest.raises(BufferFull):
+        for e in events(10, "raise"):
+            taken.append(await client.emit(e))
+            await asyncio.sleep(0.01)
+    assert 3 <= len(taken) <= 4  # buffer (3) + the one in flight
+    with pytest.raises(DeliveryError) as err:
+        await client.close(timeout_s=0.3)
+    assert sorted(str(e.event_id) for e in err.value.undelivered) == sorted(taken)
+
+
+async def test_overflow_block_waits_for_room() -> None:
+    client = AsyncAuditClient(
+        "http", url=DEAD, token="t", max_buffer=2, batch_size=1, backoff_initial_s=0.05, flush_at_exit=False
+    )
+    taken = []
+    with pytest.raises(TimeoutError):
+        for e in events(10, "block"):
+            ev = client.prepare(e)
+            await asyncio.wait_for(client.emit_prepared(ev), 0.5)
+            taken.append(str(ev.event_id))
+    assert len(taken) == 3  # buffer (2) + the one in flight; the 4th blocked
+    with pytest.raises(DeliveryError) as err:
+        await client.close(timeout_s=0.3)
+    assert sorted(str(e.event_id) for e in err.value.undelivered) == sorted(taken)
+
+
+def test_unclosed_clients_flush_at_exit(kafka_settings) -> None:
+    topic = make_topic(kafka_settings)
+    script = textwrap.dedent(
+        f"""
+        import asyncio, json
+        from auditpipe import AuditClient, AsyncAuditClient
+        ev = json.load(open("schemas/examples/raw/user_login.json"))
+        BOOT = "{kafka_settings.kafka_bootstrap}"
+        sync = AuditClient("kafka", bootstrap_servers=BOOT, topic="{topic}",
+                           flush_interval_s=30, batch_size=1000)
+        for i in range(5):
+            sync.emit(dict(ev, metadata={{"who": "sync"}}))
+        async def main():
+            c = AsyncAuditClient("kafka", bootstrap_servers=BOOT, topic="{topic}",
+                                 flush_interval_s=30, batch_size=1000)
+            for i in range(4):
+                await c.emit(dict(ev, metadata={{"who": "async"}}))
+        asyncio.run(main())
+        # no close(): the interpreter exits here
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    from tests.conftest import run_sync
+
+    recs = run_sync(read_topic(kafka_settings, topic, 9, settle_s=0.5))
+    who = sorted(RawEvent.model_validate_json(x.value).metadata["who"] for x in recs)
+    assert who == ["async"] * 4 + ["sync"] * 5
