@@ -136,7 +136,7 @@ def export(
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
     # no max_execution_time on export: a long export is legitimate; the client may disconnect instead
-    chs = {"readonly": 2, "max_block_size": 8192}
+    chs = {"readonly": 2, "max_block_size": 1024}  # small blocks: flat memory while streaming
     return StreamingResponse(
         _stream(client, sql, params, chs, format),
         media_type=media,
