@@ -75,3 +75,24 @@ def test_configmap_points_at_the_clickhouse_operator_service() -> None:
     keeper = docs["ClickHouseKeeperInstallation"]
     (node,) = chi["spec"]["configuration"]["zookeeper"]["nodes"]
     assert node["host"] == f"keeper-{keeper['metadata']['name']}.{ns}.svc"
+
+
+def test_network_policies_select_real_pods_and_named_ports() -> None:
+    deps = k8s_by_kind("Deployment")
+    pods = {n: d["spec"]["template"] for n, d in deps.items()}
+    port_names = {p["name"] for t in pods.values() for c in t["spec"]["containers"] for p in c["ports"]}
+    policies = load_yaml_all(EXTRAS / "networkpolicy.yaml")
+    assert policies[0]["spec"]["podSelector"] == {} and policies[0]["spec"]["policyTypes"] == ["Ingress"]
+    assert "ingress" not in policies[0]["spec"], "the first policy denies all ingress"
+    for pol in policies[1:]:
+        sel = pol["spec"]["podSelector"]
+        labels = [t["metadata"]["labels"] for t in pods.values()]
+        if "matchLabels" in sel:
+            matched = [lab for lab in labels if sel["matchLabels"].items() <= lab.items()]
+        else:
+            (expr,) = sel["matchExpressions"]
+            matched = [lab for lab in labels if lab.get(expr["key"]) in expr["values"]]
+        assert matched, pol["metadata"]["name"]
+        for rule in pol["spec"]["ingress"]:
+            for p in rule["ports"]:
+                assert p["port"] in port_names, p
