@@ -8,8 +8,10 @@
     )
 
 For every request whose method is in ``methods`` (POST, PUT, PATCH, DELETE by default) it records the
-method, path, query, JSON body (up to ``max_payload_bytes``; larger or non-JSON bodies are recorded as
-``metadata.payload_*`` facts instead), the response status, the actor returned by ``actor(request)``, the
+method, path, query, JSON body (read up to ``max_payload_bytes`` before the app runs and replayed to
+it; larger or non-JSON bodies are recorded as ``metadata.payload_*`` facts instead: ``payload_bytes`` is
+the count of bytes seen, a lower bound when the app did not read a truncated body to its end), the
+response status, the actor returned by ``actor(request)``, the
 TCP peer and the raw X-Forwarded-For header. The event is built after the response has been sent and only
 enqueued in the client's bounded buffer: the response never waits for Kafka or the ingest.
 
@@ -92,14 +94,29 @@ class AuditMiddleware:
         status: int | None = None
         cap = self.max_payload_bytes
 
-        async def receive_wrapper() -> Message:
+        def account(msg: Message) -> None:
             nonlocal seen
-            msg = await receive()
             if msg["type"] == "http.request":
                 chunk = msg.get("body", b"")
                 seen += len(chunk)
                 if seen <= cap:
                     body.extend(chunk)
+
+        # Read the body up to the cap before the app runs (replayed to it unchanged), so the payload is
+        # recorded even when the app does not read it. Beyond the cap the body streams through untouched.
+        early: list[Message] = []
+        while True:
+            msg = await receive()
+            account(msg)
+            early.append(msg)
+            if msg["type"] != "http.request" or not msg.get("more_body") or seen > cap:
+                break
+
+        async def receive_wrapper() -> Message:
+            if early:
+                return early.pop(0)
+            msg = await receive()
+            account(msg)
             return msg
 
         async def send_wrapper(msg: Message) -> None:
@@ -159,7 +176,8 @@ class AuditMiddleware:
                     meta["payload_unparsed"] = "invalid JSON"
                     meta["payload_bytes"] = str(seen)
             else:
-                meta["payload_content_type"] = ctype[:256]
+                if ctype:
+                    meta["payload_content_type"] = ctype[:256]
                 meta["payload_bytes"] = str(seen)
         qs = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         query = {k: v[0] if len(v) == 1 else v for k, v in qs.items()} or None
