@@ -164,7 +164,7 @@ def test_a_rule_bug_becomes_a_dead_letter(monkeypatch: pytest.MonkeyPatch) -> No
     def boom(*a: object, **k: object) -> None:
         raise RuntimeError("boom with token=canary-bug-1")
 
-    monkeypatch.setattr(e, "enrich", boom)
+    monkeypatch.setattr(e, "enrich_doc", boom)
     dl = run(e, EXAMPLES[0].read_bytes()).letter
     assert dl.reason == "enrichment_error" and "canary-bug-1" not in dl.error
 

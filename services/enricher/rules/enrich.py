@@ -15,9 +15,9 @@ import orjson
 from pydantic import ValidationError
 
 from schemas.events_v1 import DeadLetter, EnrichedEvent, RawEvent
-from schemas.integrity import content_hash_of
 from services.common.kafka import encode_original
 from services.common.settings import EnricherSettings
+from services.enricher.rules.canonical import fast_content_hash
 from services.enricher.rules.classify import (
     actor_type_for,
     event_type_for,
@@ -94,6 +94,15 @@ class Enricher:
     def enrich(
         self, raw: RawEvent, *, fallback_event_id: uuid.UUID, fallback_received_at: datetime, now: datetime
     ) -> EnrichedEvent:
+        """The enriched event, content hash set."""
+        return self.enrich_doc(
+            raw, fallback_event_id=fallback_event_id, fallback_received_at=fallback_received_at, now=now
+        )[0]
+
+    def enrich_doc(
+        self, raw: RawEvent, *, fallback_event_id: uuid.UUID, fallback_received_at: datetime, now: datetime
+    ) -> tuple[EnrichedEvent, dict[str, Any]]:
+        """The enriched event and its JSON form (what is produced and hashed)."""
         data, paths = self.scrubber.scrub_event(raw.model_dump(mode="json"))
         req = raw.request
         headers = req.headers if req else None
@@ -128,7 +137,9 @@ class Enricher:
             content_hash="0" * 64,
         )
         event = EnrichedEvent.model_validate(data)
-        return finalize(event)
+        doc = event.model_dump(mode="json")
+        doc["content_hash"] = fast_content_hash(doc)
+        return event.model_copy(update={"content_hash": doc["content_hash"]}), doc
 
     def process(
         self,
@@ -171,8 +182,10 @@ class Enricher:
             if raw.org_id in self.disabled_orgs:
                 return Suppressed(raw.org_id, raw.occurred_at.date().isoformat(), str(event_id))
             received = datetime.fromtimestamp(timestamp_ms / 1000, UTC) if timestamp_ms is not None else now
-            event = self.enrich(raw, fallback_event_id=event_id, fallback_received_at=received, now=now)
-            return Enriched(event, orjson.dumps(event.model_dump(mode="json")))
+            event, doc = self.enrich_doc(
+                raw, fallback_event_id=event_id, fallback_received_at=received, now=now
+            )
+            return Enriched(event, orjson.dumps(doc))
         except Exception as e:  # noqa: BLE001 - a rule bug must dead-letter the event, not stop the stream
             detail = f"{type(e).__name__}: {self.scrubber.scrub_text(str(e))[:2000]}"
             return self._dead("enrichment_error", detail, value, parsed, topic, partition, offset)
@@ -222,9 +235,10 @@ class Enricher:
 
 
 def finalize(event: EnrichedEvent) -> EnrichedEvent:
-    """Set ``content_hash`` over the event's JSON form (schemas.integrity)."""
+    """Set ``content_hash`` over the event's JSON form (``schemas.integrity.content_hash_of``, computed
+    by its byte-identical fast path)."""
     body = event.model_dump(mode="json")
-    return event.model_copy(update={"content_hash": content_hash_of(body)})
+    return event.model_copy(update={"content_hash": fast_content_hash(body)})
 
 
 # -- the per-organisation switch ----------------------------------------------------------------

@@ -41,7 +41,7 @@ SENSITIVE_FLAGS = ("is_sensitive", "sensitive", "issensitive")
 # Each detector matches the secret itself; only that substring is replaced.
 DETECTORS: dict[str, re.Pattern[str]] = {
     "pem_private_key": re.compile(
-        r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END[A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.DOTALL
+        r"(?s:-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END[A-Z0-9 ]*PRIVATE KEY-----|\Z))"
     ),
     "jwt": re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),
     "aws_access_key_id": re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}\b"),
@@ -49,8 +49,10 @@ DETECTORS: dict[str, re.Pattern[str]] = {
     "gcp_oauth_token": re.compile(r"\bya29\.[0-9A-Za-z_\-]{20,}"),
     "github_token": re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
     "slack_token": re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),
-    "bearer": re.compile(r"(?i)\b(?:bearer|basic|token)\s+[A-Za-z0-9._~+/=\-]{12,}"),
+    "bearer": re.compile(r"(?i:\b(?:bearer|basic|token)\s+[A-Za-z0-9._~+/=\-]{12,})"),
 }
+# One pass decides whether a string needs any detector at all (most strings need none).
+ANY_DETECTOR = re.compile("|".join(f"(?:{rx.pattern})" for rx in DETECTORS.values()))
 
 # Fields that are identifiers/enums of the contract, never free text: detectors skip them.
 STRUCTURAL_FIELDS = frozenset(
@@ -157,7 +159,7 @@ class Scrubber:
         return self.hasher.indicator(value)
 
     def _detect(self, text: str, path: tuple[str | int, ...], found: list[str]) -> str:
-        if is_indicator(text):
+        if is_indicator(text) or not ANY_DETECTOR.search(text):
             return text
         out = text
         for rx in DETECTORS.values():
