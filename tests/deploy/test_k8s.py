@@ -202,6 +202,11 @@ def test_servicemonitor_uses_existing_port_names() -> None:
     assert sm["kind"] == "ServiceMonitor"
     names = {p["name"] for s in k8s_by_kind("Service").values() for p in s["spec"]["ports"]}
     assert {e["port"] for e in sm["spec"]["endpoints"]} == names
+    # No jobLabel: the operator names the job after the Service, which must be auditpipe-<component>
+    # (the job names the alert rules and the dashboard use).
+    assert "jobLabel" not in sm["spec"]
+    for name, svc in k8s_by_kind("Service").items():
+        assert name == f"auditpipe-{svc['metadata']['labels']['app.kubernetes.io/component']}"
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed; structure checked above")
