@@ -182,3 +182,20 @@ def test_dashboard_json_is_what_the_generator_writes(tmp_path) -> None:
 def test_checker_catches_wrong_names_and_labels(expr: str) -> None:
     with pytest.raises(AssertionError):
         _check_expr(expr)
+
+
+def test_every_registered_metric_follows_the_naming_convention() -> None:
+    """auditpipe_<service>_<what>_<unit>: one prefix per service, histograms carry their unit."""
+    from prometheus_client import Histogram
+
+    from services.common.metrics import REGISTRY
+
+    metrics()  # imports every module that declares metrics
+    services = "ingest|enricher|sink|forwarder|query_api"
+    collectors = {id(c): c for c in REGISTRY._names_to_collectors.values()}.values()  # noqa: SLF001
+    assert len(collectors) > 20
+    for c in collectors:
+        name = c._name  # noqa: SLF001
+        assert re.fullmatch(rf"auditpipe_(consumer_lag_messages|({services})_[a-z0-9_]+)", name), name
+        if isinstance(c, Histogram):
+            assert name.endswith(("_seconds", "_bytes")), f"{name}: histogram without a unit"
