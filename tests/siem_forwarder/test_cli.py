@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from services.siem_forwarder.cli import check
 from tests.siem_forwarder.harness import Harness, destination_block
 
 AUDITPIPE = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "auditpipe")
@@ -75,8 +76,24 @@ async def test_check_invalid_file_is_one_line_exit_2(tmp_path: Path) -> None:
     )
     code, lines = await run_check(path)
     assert code == 2 and len(lines) == 1 and "destinations[x].batch" in lines[0], lines
-    code, lines = await run_check(tmp_path / "missing.toml")
+    # the same function in-process (no second interpreter start): missing file, unparsable file
+    code, lines = await check(tmp_path / "missing.toml")
     assert code == 2 and "not found" in lines[0]
     path.write_text("destinations = [")
-    code, lines = await run_check(path)
+    code, lines = await check(path)
     assert code == 2 and "cannot parse" in lines[0]
+    path.write_text("destinations = []")
+    code, lines = await check(path)
+    assert code == 2 and "no destinations" in lines[0]
+
+
+async def test_run_without_config_is_one_line_exit_2() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        AUDITPIPE,
+        "forwarder",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if k != "AUDITPIPE_FORWARDER__CONFIG_FILE"},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2 and len(err.decode().strip().splitlines()) == 1 and b"--config" in err

@@ -185,3 +185,23 @@ def test_config_errors_name_the_field() -> None:
         parse_config({"destinations": [{"name": "a", "type": "kafka"}]})
     with pytest.raises(ConfigError, match="token_env"):
         parse_config({"destinations": [{"name": "a", "type": "splunk_hec", "url": "http://x/"}]})
+
+
+def test_documented_example_config_is_valid() -> None:
+    """The example in docs/forwarder.md parses: every field it shows exists."""
+    import tomllib
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "forwarder.md").read_text()
+    block = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    cfg = parse_config(tomllib.loads(block))
+    assert [d.type for d in cfg.destinations] == [
+        "splunk_hec",
+        "datadog",
+        "elasticsearch",
+        "syslog",
+        "webhook",
+        "otlp",
+    ]
+    assert cfg.destinations[0].dlq_topic() == "audit.deadletter.v1.forwarder.splunk"
+    assert cfg.destinations[0].group() == "auditpipe-forwarder-splunk"
