@@ -272,3 +272,15 @@ def test_archive_writer_and_viewer_share_the_archive_volume() -> None:
         target = env["AUDITPIPE_RETENTION__ARCHIVE_DIR"]
         assert f"archives:{target}" in svcs[name]["volumes"], name
     assert "archives" in compose()["volumes"]
+
+
+def test_services_run_without_chdb_which_the_image_removes() -> None:
+    """The Dockerfile uninstalls chdb-core; only the local stack's ClickHouse process may import it,
+    and only inside a function (never at module level)."""
+    assert "pip uninstall -y chdb-core" in (COMPOSE_DIR / "Dockerfile").read_text()
+    offenders = []
+    for path in sorted((ROOT / "services").rglob("*.py")):
+        for line in path.read_text().splitlines():
+            if re.match(r"^(import chdb|from chdb)", line):
+                offenders.append(str(path.relative_to(ROOT)))
+    assert not offenders, f"module-level chdb import: {offenders}"
