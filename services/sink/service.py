@@ -104,7 +104,7 @@ class Sink:
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._client: Any = None
-        self._flushing = False
+        self._inflight: asyncio.Task[bool] | None = None
         self._revoked_during_flush: set[TP] = set()
         self._last_lag = 0.0
         self.inserted_total = 0
@@ -155,9 +155,8 @@ class Sink:
     # --------------------------------------------------------------------------- steps
     def on_revoked(self, revoked: list[TP]) -> None:
         """Rebalance: never commit for lost partitions; the next owner re-reads their uncommitted rows."""
-        if self._flushing:
+        if self._inflight is not None and not self._inflight.done():
             self._revoked_during_flush.update(revoked)
-            return
         dropped = self.batch.drop_partitions(revoked)
         if dropped:
             log(logger, logging.INFO, "dropped uncommitted rows of revoked partitions", rows=dropped)
@@ -230,12 +229,14 @@ class Sink:
                 logger, logging.WARNING, "commit failed after insert; rows will be redelivered", error=repr(e)
             )
 
-    async def flush(self, give_up_on_stop: bool = True) -> bool:
-        """Write and commit the current batch; True when done, False when abandoned on stop."""
-        batch = self.batch
+    async def flush(self, batch: Batch, give_up_on_stop: bool = True) -> bool:
+        """Write and commit ``batch``; True when done, False when abandoned because of stop.
+
+        Transient failures pause every assigned partition and retry the same batch (same dedup tokens)
+        with exponential backoff and full jitter, for as long as it takes.
+        """
         if batch.empty:
             return True
-        self._flushing = True
         self._revoked_during_flush = set()
         attempt = 0
         paused: list[TopicPartition] = []
@@ -278,17 +279,28 @@ class Sink:
                 still = set(self.consumer.assignment())
                 self.consumer.resume(*[tp for tp in paused if tp in still])
                 m.PAUSED.set(0)
-            self._flushing = False
-            revoked = self._revoked_during_flush
+            if self._revoked_during_flush:
+                log(
+                    logger,
+                    logging.INFO,
+                    "partitions revoked during flush",
+                    partitions=len(self._revoked_during_flush),
+                )
             self._revoked_during_flush = set()
-            self.batch = self._new_batch()
-            m.BUFFERED_ROWS.set(0)
-            if revoked:
-                log(logger, logging.INFO, "partitions revoked during flush", partitions=len(revoked))
+
+    async def _await_inflight(self) -> bool:
+        """Wait for the batch being written; False when it was abandoned (stop during an outage)."""
+        task, self._inflight = self._inflight, None
+        return True if task is None else await task
 
     async def run(self) -> None:
-        """Consume until ``stop`` is set; then write the open batch once more (or abandon it) and exit."""
+        """Consume until ``stop`` is set; then finish (or abandon) what is in flight and exit.
+
+        One batch is written while the next one fills (at most two batches in memory, arroyo-style);
+        batches are written and committed strictly in order, so a commit never skips an unwritten batch.
+        """
         assert self.consumer is not None
+        abandoned = False
         while not self.stop.is_set():
             now = time.monotonic()
             wait_s = self.cfg.batch_max_seconds
@@ -299,15 +311,23 @@ class Sink:
             )
             self.consume(records)
             if self.batch.due():
-                await self.flush()
+                if not await self._await_inflight():  # back-pressure: one batch in flight at most
+                    abandoned = True
+                    break
+                batch, self.batch = self.batch, self._new_batch()
+                m.BUFFERED_ROWS.set(0)
+                self._inflight = asyncio.create_task(self.flush(batch))
             if now - self._last_lag > 5.0:
                 self._last_lag = now
                 with contextlib.suppress(Exception):
                     from services.common.kafka import update_lag
 
                     await update_lag(self.consumer, "sink", self.cfg.consumer_group)
-        # Stop: one bounded attempt to write what we hold; otherwise it stays uncommitted (re-read later).
-        if not self.batch.empty:
+        if not await self._await_inflight():
+            abandoned = True
+        # Stop: one bounded attempt to write the open batch — never after an abandoned one, whose rows
+        # its commit would skip. Otherwise it stays uncommitted and is re-read later.
+        if not self.batch.empty and not abandoned:
             try:
                 await asyncio.wait_for(self._write_once(self.batch), 10.0)
                 await self._commit(self.batch)
@@ -315,7 +335,7 @@ class Sink:
                 log(
                     logger, logging.WARNING, "open batch abandoned at stop (uncommitted)", error=repr(e)[:300]
                 )
-            self.batch = self._new_batch()
+        self.batch = self._new_batch()
 
 
 async def run_sink(settings: Settings, stop: asyncio.Event | None = None, health: bool = True) -> None:

@@ -135,3 +135,17 @@ def sink_settings(ch_settings: Settings, topics: dict[str, str], **sink: Any) ->
         **sink,
     }
     return ch_settings.model_copy(update={"sink": ch_settings.sink.model_copy(update=cfg)})
+
+
+def many(n: int, orgs: int = 13) -> list[bytes]:
+    """``n`` distinct valid events fast: 200 fully built templates, each copy with a fresh event_id.
+
+    (content_hash then describes the template, which the sink does not check; the enricher owns it.)
+    """
+    templates = [enriched(i, org=f"org-{i % orgs}") for i in range(min(n, 200))]
+    out = []
+    for i in range(n):
+        t = templates[i % len(templates)]
+        old = orjson.loads(t)["event_id"]
+        out.append(t.replace(old.encode(), str(uuid.uuid4()).encode(), 1))
+    return out
