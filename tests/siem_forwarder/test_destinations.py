@@ -182,3 +182,29 @@ async def test_rsyslog_parses_our_rfc5424_over_tls(kafka_settings, events_topic,
         assert line["event"] == ev  # the whole event, multi-line strings included, intact
     finally:
         await h.stop()
+
+
+@pytest.mark.kafka
+async def test_stop_during_outage_abandons_the_batch_without_loss(
+    kafka_settings, events_topic, tmp_path
+) -> None:
+    """SIGTERM while the destination is down: the unconfirmed batch is not committed; the next process
+    delivers it. The lag gauge shows the backlog meanwhile."""
+    h = Harness("webhook", tmp_path)
+    h.port = h.receiver.port = PORT
+    name = unique_name("hook")
+    dest = h.config(name)
+    events = [make_event(i) for i in range(10)]
+    ids = {e["event_id"] for e in events}
+    await produce(kafka_settings, events_topic, events)
+    async with forwarding(kafka_settings, dest, events_topic) as runner:
+        await wait_until(lambda: runner.status.state == "retrying", 15, "retrying")
+        await wait_until(lambda: metric("consumer_lag_messages", name) == 10, 10, "lag = backlog")
+    assert runner.status.state == "stopped"
+    assert await committed_total(kafka_settings, dest.group(), events_topic) == 0
+    await h.start()
+    try:
+        async with forwarding(kafka_settings, dest, events_topic):
+            await wait_until(lambda: ids <= set(h.received()), 15, "delivered by the next process")
+    finally:
+        await h.stop()

@@ -67,6 +67,7 @@ class DestinationRunner:
     stop: asyncio.Event
     status: RunnerState = field(default_factory=RunnerState)
     consumer: AIOKafkaConsumer | None = None
+    _next_lag: float = field(default=0.0, init=False)
 
     @property
     def name(self) -> str:
@@ -84,7 +85,6 @@ class DestinationRunner:
         self.consumer = consumer
         await consumer.start()
         self.status.state = "running"
-        next_lag = 0.0
         try:
             while not self.stop.is_set():
                 batch = await collect(consumer, self.config.batch, self.stop)
@@ -100,10 +100,7 @@ class DestinationRunner:
                         )
                         break
                     await self._commit(batch)
-                now = time.monotonic()
-                if now >= next_lag:
-                    next_lag = now + LAG_INTERVAL_S
-                    await self._refresh_lag()
+                await self._refresh_lag()
         finally:
             self.status.state = "stopped"
             try:
@@ -267,6 +264,7 @@ class DestinationRunner:
             for tp, recs in got.items():  # partitions assigned meanwhile: read them again later
                 if recs:
                     self.consumer.seek(tp, recs[0].offset)
+            await self._refresh_lag()  # lag keeps growing while the destination is down: show it
 
     def _resume(self) -> None:
         if self.consumer is not None and self.consumer.paused():
@@ -274,9 +272,20 @@ class DestinationRunner:
         m.PAUSED.labels(self.name).set(0)
 
     async def _refresh_lag(self) -> None:
-        assert self.consumer is not None
+        """Every LAG_INTERVAL_S: destination lag = partition end - committed offset (not yet confirmed)."""
+        now = time.monotonic()
+        if now < self._next_lag or self.consumer is None:
+            return
+        self._next_lag = now + LAG_INTERVAL_S
+        consumer = self.consumer
         try:
-            total = await update_lag(self.consumer, "forwarder", self.config.group())
+            await update_lag(consumer, "forwarder", self.config.group())
+            parts = list(consumer.assignment())
+            ends = await consumer.end_offsets(parts) if parts else {}
+            total = 0
+            for tp in parts:
+                committed = await consumer.committed(tp)
+                total += max(0, ends.get(tp, 0) - (committed or 0))
         except KafkaError:
             return
         m.LAG.labels(self.name).set(total)
