@@ -190,7 +190,8 @@ class IngestApp:
             ok = await kafka_ready(self.settings, timeout_s=2.0)
             self._ready = (time.monotonic(), ok)
         producer = self.publisher.started
-        return ok and producer, {"kafka": ok, "producer": producer}
+        stalled = self.publisher.stalled
+        return ok and producer and not stalled, {"kafka": ok, "producer": producer, "stalled_sends": stalled}
 
 
 def create_app(settings: Settings, topic: str | None = None) -> FastAPI:

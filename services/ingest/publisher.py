@@ -50,10 +50,16 @@ class Publisher:
         self._producer: AIOKafkaProducer | None = None
         self._starter: asyncio.Task[None] | None = None
         self._closing = False
+        self._stalled: set[asyncio.Future] = set()  # unacknowledged sends of requests answered 503
 
     @property
     def started(self) -> bool:
         return self._producer is not None
+
+    @property
+    def stalled(self) -> int:
+        """Sends of earlier (503-answered) requests still waiting for Kafka."""
+        return len(self._stalled)
 
     async def start(self, wait_s: float = 10.0) -> None:
         """Start the producer; if Kafka does not answer within ``wait_s``, keep trying in the background."""
@@ -90,6 +96,11 @@ class Publisher:
         producer = self._producer
         if producer is None:
             return Outcome([], ids, "kafka producer not connected")
+        if self._stalled:
+            # Sends of an earlier request are still unacknowledged (Kafka down or slow): answer at once
+            # instead of piling more copies into the producer's buffer, each of which would be delivered
+            # later as a duplicate of the client's resend. Cleared as soon as those sends resolve.
+            return Outcome([], ids, f"kafka unavailable ({len(self._stalled)} earlier sends unacknowledged)")
         t0 = time.perf_counter()
         futures: list[asyncio.Future] = []
 
@@ -121,6 +132,10 @@ class Publisher:
                     error = f"kafka send failed: {type(f.exception()).__name__}"
         if not rejected:
             PUBLISH_LATENCY.observe(time.perf_counter() - t0)
+        for f in futures:
+            if not f.done():
+                self._stalled.add(f)
+                f.add_done_callback(self._stalled.discard)
         return Outcome(accepted, rejected, error)
 
     async def close(self) -> None:
