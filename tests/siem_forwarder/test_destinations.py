@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -208,3 +209,24 @@ async def test_stop_during_outage_abandons_the_batch_without_loss(
             await wait_until(lambda: ids <= set(h.received()), 15, "delivered by the next process")
     finally:
         await h.stop()
+
+
+@pytest.mark.kafka
+async def test_memory_bounded_while_down_one_batch_in_flight(kafka_settings, events_topic, tmp_path) -> None:
+    """A destination that stays down holds at most one batch: the consumer's position stops at the end of
+    the in-flight batch (partitions paused, nothing else consumed), whatever the backlog."""
+    h = Harness("webhook", tmp_path)
+    h.port = h.receiver.port = PORT
+    blk = destination_block("webhook", unique_name("hook"), PORT) | {
+        "batch": {"max_events": 50, "max_seconds": 0.2}
+    }
+    dest = parse_config({"destinations": [blk]}).destinations[0]
+    await produce(kafka_settings, events_topic, [make_event(i) for i in range(400)])
+    async with forwarding(kafka_settings, dest, events_topic) as runner:
+        await wait_until(lambda: runner.status.state == "retrying", 15, "retrying")
+        await asyncio.sleep(2.5)
+        c = runner.consumer
+        assert c is not None
+        consumed = sum([await c.position(tp) for tp in c.assignment()])
+        assert consumed <= 50, consumed
+        assert c.paused() == c.assignment()
