@@ -255,7 +255,7 @@ async def main_async(n: int, runs: int, profile: bool) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--events", type=int, default=15_000)
+    ap.add_argument("--events", type=int, default=5_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
     a = ap.parse_args()

@@ -5,8 +5,9 @@ Source -> steps -> sink:
 - source: one agent on the raw topic, ``concurrency=1`` (faust-streaming #606 commits past in-flight
   messages with more) and a ``noack()`` stream: faust's default stream acks an event when the agent
   body asks for the next one *or when the body is interrupted* (exception, cancellation on shutdown),
-  so an event could be committed without its output. Here the agent acks an event itself, only after
-  the broker acknowledged what it produced; faust commits acked offsets every ``commit_interval_s``.
+  so an event could be committed without its output. Here an event is acked only from the callback of
+  its output's send future, i.e. after the broker acknowledged it (:class:`Delivery`, a bounded
+  in-flight window); faust commits the consecutive acked prefix every ``commit_interval_s``.
 - steps: :class:`services.enricher.rules.enrich.Enricher` (pure) decides Enriched / Suppressed / Dead.
 - sink: the events topic (key = org_id), the dead-letter topic, or the ``suppressed_daily`` table
   (key = ``org_id|YYYY-MM-DD``, changelog-backed) when the org has audit switched off.

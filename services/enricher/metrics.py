@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.common.metrics import counter, gauge, histogram
+from services.common.metrics import counter, gauge
 
 SERVICE = "enricher"
 
@@ -15,10 +15,4 @@ SUPPRESSED = gauge(
     ("org_id", "day"),
 )
 SEND_RETRIES = counter(SERVICE, "send_retries_total", "Kafka sends retried after an error", ("topic",))
-PROCESS_SECONDS = histogram(
-    SERVICE,
-    "process_seconds",
-    "Time from taking a raw event to the broker's ack of its output",
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
-)
 IN_FLIGHT = gauge(SERVICE, "in_flight_messages", "Outputs sent and not yet acknowledged by the broker")

@@ -36,6 +36,7 @@ from typing import Any, Literal
 import rfc8785
 
 INDICATOR_PREFIX = "[sensitive:"
+KEY_CACHE_MAX = 100_000
 SENSITIVE_FLAGS = ("is_sensitive", "sensitive", "issensitive")
 
 # Each detector matches the secret itself; only that substring is replaced.
@@ -132,7 +133,7 @@ class Scrubber:
     hasher: Hasher
     key_patterns: tuple[str, ...] = ()
     paths: tuple[tuple[str, ...], ...] = ()
-    _found: list[str] = field(default_factory=list, repr=False)
+    _key_cache: dict[str, bool] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, hasher: Hasher, key_patterns: Iterable[str], paths: Iterable[str]) -> Scrubber:
@@ -142,8 +143,13 @@ class Scrubber:
 
     # -- predicates -----------------------------------------------------------------------------
     def key_is_sensitive(self, key: str) -> bool:
-        k = _norm_key(key)
-        return any(p in k for p in self.key_patterns)
+        hit = self._key_cache.get(key)
+        if hit is None:
+            k = _norm_key(key)
+            hit = any(p in k for p in self.key_patterns)
+            if len(self._key_cache) < KEY_CACHE_MAX:  # keys repeat across events; bounded memo
+                self._key_cache[key] = hit
+        return hit
 
     def _path_listed(self, path: tuple[str | int, ...]) -> bool:
         for spec in self.paths:
