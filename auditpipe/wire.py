@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from schemas.events_v1 import SCHEMA_VERSION, RawEvent
 
 CONTENT_TYPE = b"application/json"
 
 
 def encode_value(event: RawEvent) -> bytes:
-    """The message value: compact UTF-8 JSON without null fields."""
-    return orjson.dumps(event.model_dump(mode="json", exclude_none=True))
+    """The message value: compact UTF-8 JSON without null fields (pydantic JSON mode, in Rust)."""
+    return event.model_dump_json(exclude_none=True).encode()
 
 
 def encode_key(event: RawEvent) -> bytes:

@@ -25,7 +25,16 @@ from services.common.settings import IngestToken, Settings
 from services.ingest import auth
 from services.ingest.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED, REQUESTS
 from services.ingest.publisher import Publisher
-from services.ingest.validation import Limits, Refusal, check_bounds, media_type, parse_body, stamp, validate
+from services.ingest.validation import (
+    Limits,
+    Refusal,
+    check_depth,
+    encode_all,
+    media_type,
+    parse_body,
+    stamp,
+    validate,
+)
 
 logger = logging.getLogger("auditpipe.ingest")
 
@@ -142,22 +151,24 @@ class IngestApp:
             body = await self.read_body(request)
             items = parse_body(body, kind, batch, self.limits)
             n_items = len(items)
-            check_bounds(items, len(body), self.limits)
+            check_depth(items, self.limits)
             events = validate(items, batch)
             self.authorise(tok, events, batch)
+            now = datetime.now(UTC)
+            peer = request.client.host if request.client else None
+            xff = request.headers.get("x-forwarded-for")
+            stamped = [
+                stamp(e, producer=tok.producer, peer_ip=peer, x_forwarded_for=xff, now=now) for e in events
+            ]
+            messages = encode_all(stamped, self.limits)
         except Refusal as r:
             EVENTS_REJECTED.labels(r.code).inc(n_items or 1)
             REQUESTS.labels(endpoint, str(r.status)).inc()
             headers = {"WWW-Authenticate": 'Bearer realm="auditpipe-ingest"'} if r.status == 401 else None
             return JSONResponse(r.body(), status_code=r.status, headers=headers)
 
-        now = datetime.now(UTC)
-        peer = request.client.host if request.client else None
-        xff = request.headers.get("x-forwarded-for")
-        stamped = [
-            stamp(e, producer=tok.producer, peer_ip=peer, x_forwarded_for=xff, now=now) for e in events
-        ]
-        outcome = await self.publisher.publish(stamped, self.cfg.publish_deadline_s)
+        ids = [str(e.event_id) for e in stamped]
+        outcome = await self.publisher.publish(ids, messages, self.cfg.publish_deadline_s)
         EVENTS_ACCEPTED.inc(len(outcome.accepted))
         if outcome.complete:
             REQUESTS.labels(endpoint, "202").inc()

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
-from auditpipe.wire import encode
-from schemas.events_v1 import RawEvent
 from services.common.kafka import make_producer
 from services.common.logging import log
 from services.common.settings import Settings
 from services.ingest.metrics import PUBLISH_LATENCY
+from services.ingest.validation import Message
 
 logger = logging.getLogger("auditpipe.ingest.publisher")
 
@@ -86,13 +85,13 @@ class Publisher:
     def _deadline_ms(self) -> float:
         return self.settings.ingest.publish_deadline_s * 1000
 
-    async def publish(self, events: Sequence[RawEvent], deadline_s: float) -> Outcome:
+    async def publish(self, ids: Sequence[str], messages: Sequence[Message], deadline_s: float) -> Outcome:
         """Send every event and wait for all acknowledgements until ``deadline_s``.
 
         An event counts as accepted only when its acknowledgement arrived in time; the rest are reported
         as not accepted (they may still arrive later: resending them with the same event_id is harmless).
         """
-        ids = [str(e.event_id) for e in events]
+        ids = list(ids)
         producer = self._producer
         if producer is None:
             return Outcome([], ids, "kafka producer not connected")
@@ -105,8 +104,7 @@ class Publisher:
         futures: list[asyncio.Future] = []
 
         async def send_all() -> None:
-            for ev in events:
-                key, value, hdrs = encode(ev)
+            for key, value, hdrs in messages:
                 fut = await producer.send(self.topic, value=value, key=key, headers=hdrs)
                 fut.add_done_callback(_retrieve)
                 futures.append(fut)

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
+from auditpipe.wire import encode
 from schemas.events_v1 import RawEvent, Request
 
 JSON_TYPES = ("application/json",)
@@ -147,27 +148,71 @@ def too_deep(obj: Any, max_depth: int) -> str | None:
     return None
 
 
-def check_bounds(items: list[Any], body_len: int, limits: Limits) -> None:
-    """Depth and per-event size limits (422 too_deep / 413 event_too_large), naming the item index."""
+def _free_form(item: Any) -> list[tuple[Any, int, str]]:
+    """The parts of an event that may nest freely, with their depth (the event is 1).
+
+    Everything else in the contract has a fixed shape that validation bounds; a container where the
+    contract wants a scalar is refused by validation anyway, so walking it is not needed.
+    """
+    if not isinstance(item, dict):
+        return [(item, 1, "")]
+    out: list[tuple[Any, int, str]] = []
+    for k, v in item.items():
+        if not isinstance(v, dict | list):
+            continue
+        if k == "request" and isinstance(v, dict):
+            out.extend((x, 3, f"request.{kk}") for kk, x in v.items() if isinstance(x, dict | list))
+        elif k == "changes" and isinstance(v, list):
+            for i, ch in enumerate(v):
+                if isinstance(ch, dict):
+                    out.extend(
+                        (x, 4, f"changes.{i}.{kk}") for kk, x in ch.items() if isinstance(x, dict | list)
+                    )
+                else:
+                    out.append((ch, 3, f"changes.{i}"))
+        else:
+            out.append((v, 2, str(k)))
+    return out
+
+
+def event_too_deep(item: Any, max_depth: int) -> str | None:
+    """Like :func:`too_deep` for one event, walking only its free-form parts."""
+    for node, depth, path in _free_form(item):
+        p = too_deep(node, max_depth - depth + 1)
+        if p is not None:
+            return f"{path}.{p}" if p else path
+    return None
+
+
+def check_depth(items: list[Any], limits: Limits) -> None:
+    """Depth limit (422 too_deep), naming the item index and the path."""
     errors = []
     for i, item in enumerate(items):
-        p = too_deep(item, limits.max_json_depth)
+        p = event_too_deep(item, limits.max_json_depth)
         if p is not None:
             errors.append(
                 {"index": i, "field": p, "message": f"nested deeper than {limits.max_json_depth} levels"}
             )
     if errors:
         raise Refusal(422, "too_deep", "JSON nested too deeply", errors[:MAX_REPORTED_ERRORS])
-    if body_len > limits.max_event_bytes:  # a body this small cannot hold an oversized event
-        for i, item in enumerate(items):
-            n = len(orjson.dumps(item))
-            if n > limits.max_event_bytes:
-                raise Refusal(
-                    413,
-                    "event_too_large",
-                    f"event exceeds {limits.max_event_bytes} bytes",
-                    [{"index": i, "field": "", "message": f"{n} bytes"}],
-                )
+
+
+Message = tuple[bytes, bytes, list[tuple[str, bytes]]]
+
+
+def encode_all(events: list[RawEvent], limits: Limits) -> list[Message]:
+    """Kafka messages of the stamped events; an event larger than ``max_event_bytes`` as stored is
+    refused (413 event_too_large, naming its index)."""
+    out = [encode(e) for e in events]
+    for i, (_, value, _) in enumerate(out):
+        if len(value) > limits.max_event_bytes:
+            raise Refusal(
+                413,
+                "event_too_large",
+                f"event exceeds {limits.max_event_bytes} bytes",
+                [{"index": i, "field": "", "message": f"{len(value)} bytes as stored"}],
+            )
+    return out
 
 
 def validate(items: list[Any], batch: bool) -> list[RawEvent]:

@@ -130,3 +130,21 @@ def test_wire_round_trip(ev: dict) -> None:
     assert dict(headers) == {"content-type": b"application/json", "schema-version": b"1", "producer": b"x"}
     assert decode_value(value) == e
     assert None not in orjson.loads(value).values()  # absent, not null
+
+
+@given(
+    st.sampled_from(["request.payload", "request.query", "snapshot", "changes", "x"]),
+    st.integers(min_value=0, max_value=40),
+    st.integers(min_value=4, max_value=30),
+)
+def test_event_walk_agrees_with_full_walk(where: str, n: int, limit: int) -> None:
+    from services.ingest.validation import event_too_deep
+
+    ev = example()
+    if where.startswith("request."):
+        ev["request"] = {**ev.get("request", {}), where.split(".")[1]: {"k": nest(n)}}
+    elif where == "changes":
+        ev["changes"] = [{"field": "f", "before": 1, "after": nest(n)}]
+    else:
+        ev[where] = {"k": nest(n)}
+    assert (event_too_deep(ev, limit) is None) == (too_deep(ev, limit) is None)

@@ -1,0 +1,1 @@
+"""Ingest benchmarks: ``python -m benchmarks.ingest``."""
