@@ -40,7 +40,7 @@ from services.supervisor.local import LocalPipeline, Ports
 HEC_TOKEN_ENV = "AUDITPIPE_DEMO_HEC_TOKEN"
 
 
-def ports_from(s: Settings) -> Ports:
+def ports_from(s: Settings, siem_port: int = 8088) -> Ports:
     return Ports(
         kafka=s.kafka_port,
         kafka_controller=s.stack.kafka_controller_port,
@@ -50,7 +50,7 @@ def ports_from(s: Settings) -> Ports:
         sink=s.sink.port,
         forwarder=s.forwarder.port,
         enricher=s.enricher.web_port,
-        siem=8088,
+        siem=siem_port,
     )
 
 
@@ -121,12 +121,12 @@ def _sum_end_offsets(settings: Settings, topic: str) -> int:
 
 
 class Demo:
-    def __init__(self, settings: Settings, live_every_s: float = 5.0) -> None:
+    def __init__(self, settings: Settings, live_every_s: float = 5.0, siem_port: int = 8088) -> None:
         self.s = settings
         self.run_id = uuid.uuid4().hex[:8]
         self.rng = random.Random(7)
         self.hec_token = os.environ.get(HEC_TOKEN_ENV) or uuid.uuid4().hex
-        self.ports = ports_from(settings)
+        self.ports = ports_from(settings, siem_port)
         self.live_every_s = live_every_s
         forwarder = (
             "[[destinations]]\n"
@@ -307,9 +307,9 @@ class Demo:
         self.pipeline.stop()
 
 
-def run(seconds: float | None = None) -> int:
+def run(seconds: float | None = None, siem_port: int = 8088) -> int:
     """Run the demo; ``seconds`` None = until Ctrl-C / SIGTERM."""
-    demo = Demo(get_settings())
+    demo = Demo(get_settings(), siem_port=siem_port)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
