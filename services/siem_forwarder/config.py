@@ -55,22 +55,28 @@ class ForwarderConfig(BaseModel):
 
 
 def describe(err: ValidationError, data: dict[str, Any] | None = None) -> str:
+    """One line: ``destinations[<name>].<field>: <problem>``."""
     e = err.errors()[0]
     loc = list(e.get("loc", ()))
     parts: list[str] = []
     for i, x in enumerate(loc):
-        if isinstance(x, int) and i > 0 and loc[i - 1] == "destinations" and data:
+        prev = loc[i - 1] if i else None
+        if isinstance(x, int) and prev == "destinations":
+            name = x
             try:
-                parts[-1] = f"destinations[{data['destinations'][x].get('name', x)}]"
-                continue
+                name = data["destinations"][x].get("name", x) if data else x
             except (KeyError, IndexError, AttributeError, TypeError):
                 pass
-        if i > 0 and loc[i - 1] == "destinations" or (i > 1 and isinstance(loc[i - 1], int)):
-            if isinstance(x, str) and x in DESTINATION_TYPES:
-                continue  # the union tag pydantic inserts
-        parts.append(str(x))
+            parts[-1] = f"destinations[{name}]"
+        elif isinstance(prev, int) and x in DESTINATION_TYPES:
+            continue  # the union tag pydantic inserts
+        else:
+            parts.append(str(x))
+    msg = e.get("msg", "invalid").replace("Value error, ", "")
+    if e.get("type") == "union_tag_not_found":
+        msg = f"type is required, one of {', '.join(DESTINATION_TYPES)}"
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{'.'.join(parts) or 'config'}: {e.get('msg', 'invalid').replace('Value error, ', '')}{more}"
+    return f"{'.'.join(parts) or 'config'}: {msg}{more}"
 
 
 def parse_config(data: dict[str, Any]) -> ForwarderConfig:
