@@ -265,7 +265,14 @@ class AsyncAuditClient:
     # ----------------------------------------------------------------------------- public API
     def prepare(self, event: EventLike) -> RawEvent:
         """Validate against the raw contract and assign ``event_id`` / ``producer`` when absent."""
-        ev = event if isinstance(event, RawEvent) else RawEvent.model_validate(dict(event))
+        if not isinstance(event, RawEvent):
+            d = dict(event)
+            if d.get("event_id") is None:
+                d["event_id"] = uuid.uuid4()
+            if d.get("producer") is None:
+                d["producer"] = self._opts.producer
+            return RawEvent.model_validate(d)
+        ev = event
         update: dict[str, Any] = {}
         if ev.event_id is None:
             update["event_id"] = uuid.uuid4()
