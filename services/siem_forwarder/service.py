@@ -45,6 +45,7 @@ class Forwarder:
     config: ForwarderConfig
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     runners: dict[str, DestinationRunner] = field(default_factory=dict)
+    crashes: dict[str, str] = field(default_factory=dict)
 
     async def run(self, serve: bool = True) -> None:
         await ensure_topics(self.settings, dead_letter_specs(self.config))
@@ -68,22 +69,24 @@ class Forwarder:
 
     async def _supervise(self, d: DestinationConfig, producer: object) -> None:
         while not self.stop.is_set():
-            encoder, client = d.build()
-            runner = DestinationRunner(
-                self.settings,
-                d,
-                self.config.topic,
-                producer,
-                encoder,
-                client,
-                self.stop,  # type: ignore[arg-type]
-            )
-            self.runners[d.name] = runner
             try:
+                encoder, client = d.build()  # e.g. an unreadable CA file fails here: retried, isolated
+                runner = DestinationRunner(
+                    self.settings,
+                    d,
+                    self.config.topic,
+                    producer,
+                    encoder,
+                    client,
+                    self.stop,  # type: ignore[arg-type]
+                )
+                self.runners[d.name] = runner
                 await runner.run()
             except Exception as e:  # noqa: BLE001 - isolate destinations from each other
-                runner.status.state = "crashed"
-                runner.status.last_error = f"{type(e).__name__}: {e}"
+                self.crashes[d.name] = f"{type(e).__name__}: {e}"
+                if d.name in self.runners:
+                    self.runners[d.name].status.state = "crashed"
+                    self.runners[d.name].status.last_error = self.crashes[d.name]
                 log(
                     LOG,
                     logging.ERROR,
@@ -110,5 +113,6 @@ class Forwarder:
                 }
                 for n, r in self.runners.items()
             },
+            "crashed": self.crashes,
         }
         return ok, detail

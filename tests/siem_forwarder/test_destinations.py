@@ -230,3 +230,50 @@ async def test_memory_bounded_while_down_one_batch_in_flight(kafka_settings, eve
         consumed = sum([await c.position(tp) for tp in c.assignment()])
         assert consumed <= 50, consumed
         assert c.paused() == c.assignment()
+
+
+@pytest.mark.kafka
+async def test_a_broken_destination_does_not_stop_the_others(kafka_settings, events_topic, tmp_path) -> None:
+    """The forwarder service: a destination that cannot even start (unreadable CA file) is retried in
+    isolation; the healthy one delivers."""
+    from services.siem_forwarder.service import Forwarder
+
+    h = Harness("webhook", tmp_path)
+    h.port = h.receiver.port = PORT
+    await h.start()
+    good = destination_block("webhook", unique_name("hook"), PORT)
+    broken = destination_block("syslog_tls", unique_name("sys"), 19851, tmp_path / "no-such-ca.pem")
+    cfg = parse_config({"topic": events_topic, "destinations": [broken, good]})
+    events = [make_event(i) for i in range(5)]
+    await produce(kafka_settings, events_topic, events)
+    fwd = Forwarder(kafka_settings, cfg)
+    task = asyncio.create_task(fwd.run(serve=False))
+    try:
+        await wait_until(
+            lambda: {e["event_id"] for e in events} <= set(h.received()), 20, "healthy destination"
+        )
+        assert "FileNotFoundError" in fwd.crashes[broken["name"]]
+        ok, detail = await fwd.ready()
+        assert ok and broken["name"] in detail["crashed"]
+    finally:
+        fwd.stop.set()
+        await asyncio.wait_for(task, 20)
+        await h.stop()
+
+
+@pytest.mark.kafka
+async def test_splunk_requests_stay_within_max_content_length(kafka_settings, events_topic, tmp_path) -> None:
+    h = Harness("splunk_hec", tmp_path)
+    h.port = h.receiver.port = PORT
+    h.receiver.max_content_length = 8 * 1024
+    await h.start()
+    try:
+        blk = destination_block("splunk_hec", unique_name("hec"), PORT) | {"max_content_length": 8 * 1024}
+        dest = parse_config({"destinations": [blk]}).destinations[0]
+        events = [make_event(i) for i in range(40)]  # ~40 KB in one Kafka batch
+        await produce(kafka_settings, events_topic, events)
+        async with forwarding(kafka_settings, dest, events_topic):
+            await wait_until(lambda: {e["event_id"] for e in events} <= set(h.received()), 20, "all events")
+        assert h.receiver.too_large == 0 and h.receiver.requests >= 5
+    finally:
+        await h.stop()

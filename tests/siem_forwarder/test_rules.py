@@ -205,3 +205,19 @@ def test_documented_example_config_is_valid() -> None:
     ]
     assert cfg.destinations[0].dlq_topic() == "audit.deadletter.v1.forwarder.splunk"
     assert cfg.destinations[0].group() == "auditpipe-forwarder-splunk"
+
+
+@given(st.lists(st.integers(1, 5000), max_size=200), st.integers(5002, 20_000))
+def test_chunk_by_size_respects_the_request_limit(sizes: list[int], limit: int) -> None:
+    from services.siem_forwarder.util.runner import Item, chunk_by_size
+
+    class Enc:
+        def size(self, item: bytes) -> int:
+            return len(item)
+
+    items = [Item(None, b"x" * n, None, None) for n in sizes]  # type: ignore[arg-type]
+    chunks = chunk_by_size(items, Enc(), limit)  # type: ignore[arg-type]
+    assert [it for c in chunks for it in c] == items  # order kept, nothing lost
+    for c in chunks:
+        assert 2 + sum(len(it.encoded) + 1 for it in c) <= limit
+    assert chunk_by_size(items, Enc(), None) == [items]  # type: ignore[arg-type]

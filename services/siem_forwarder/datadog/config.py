@@ -32,7 +32,7 @@ class DatadogConfig(DestinationConfig):
     hostname: str | None = None
     tags: list[str] = Field(default_factory=list, description="extra ddtags, key:value")
     batch: BatchConfig = Field(
-        default_factory=lambda: BatchConfig(max_events=MAX_ENTRIES, max_bytes=4_500_000)
+        default_factory=lambda: BatchConfig(max_events=MAX_ENTRIES, max_bytes=4_000_000)
     )
 
     @field_validator("batch")
@@ -48,6 +48,9 @@ class DatadogConfig(DestinationConfig):
 
     def base_url(self) -> str:
         return str(self.url).rstrip("/") if self.url else f"https://http-intake.logs.{self.site}"
+
+    def request_max_bytes(self) -> int:
+        return MAX_PAYLOAD_BYTES
 
     def api_key(self) -> SecretStr:
         s = secret_from_env(self.api_key_env, f"{self.name}.api_key_env")

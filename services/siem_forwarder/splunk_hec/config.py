@@ -31,7 +31,13 @@ class SplunkHecConfig(DestinationConfig):
     ack_poll_interval_s: float = Field(default=0.5, gt=0)
     ack_timeout_s: float = Field(default=60.0, gt=0)
     verify_tls: bool = True
+    max_content_length: int = Field(
+        default=MAX_CONTENT_LENGTH, ge=1024, description="the server's max_content_length (limits.conf)"
+    )
     batch: BatchConfig = Field(default_factory=lambda: BatchConfig(max_bytes=900 * 1024))
+
+    def request_max_bytes(self) -> int:
+        return self.max_content_length
 
     def token(self) -> SecretStr:
         s = secret_from_env(self.token_env, f"{self.name}.token_env")

@@ -87,5 +87,9 @@ class DestinationConfig(BaseModel):
     def check_secrets(self) -> None:
         """Raise :class:`SecretMissing` when a referenced environment variable is unset."""
 
+    def request_max_bytes(self) -> int | None:
+        """The vendor's limit on one request's body, enforced on the *encoded* events (None = no limit)."""
+        return None
+
     def build(self) -> tuple[Any, Any]:  # (encoder, client)
         raise NotImplementedError

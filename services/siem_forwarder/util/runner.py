@@ -52,6 +52,22 @@ class RunnerState:
     dead_lettered: int = 0
 
 
+def chunk_by_size(items: list[Item], encoder: Encoder, limit: int | None) -> list[list[Item]]:
+    """Split a batch so each request body stays within the vendor's limit (+1 byte per separator)."""
+    if limit is None:
+        return [items]
+    out: list[list[Item]] = [[]]
+    size = 2  # brackets of a JSON array
+    for it in items:
+        n = encoder.size(it.encoded) + 1
+        if out[-1] and size + n > limit:
+            out.append([])
+            size = 2
+        out[-1].append(it)
+        size += n
+    return out
+
+
 class Stopped(Exception):
     """The stop event was set while a batch was still unconfirmed: it is abandoned (not committed)."""
 
@@ -137,7 +153,7 @@ class DestinationRunner:
 
     async def _deliver(self, items: list[Item]) -> None:
         """Send until every item is confirmed or dead-lettered; bisect batches refused as a whole."""
-        stack = [items]
+        stack = list(reversed(chunk_by_size(items, self.encoder, self.config.request_max_bytes())))
         while stack:
             group = stack.pop()
             dead, split = await self._send_retrying(group)

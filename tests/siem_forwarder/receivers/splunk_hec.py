@@ -37,6 +37,8 @@ class HecReceiver(HttpReceiver):
         self.ack = ack
         self.next_ack = 0
         self.acks: dict[int, tuple[list[str], int]] = {}  # ackId -> (event ids, polls so far)
+        self.max_content_length = 1024 * 1024  # limits.conf [http_input] max_content_length
+        self.too_large = 0
         self.ack_after_polls = 2  # an ackId turns true on this poll (a huge number: never indexed)
 
     def routes(self) -> list[Route]:
@@ -60,7 +62,11 @@ class HecReceiver(HttpReceiver):
             return r
         if (r := self._auth(request)) is not None:
             return r
-        text = (await request.body()).decode("utf-8")
+        raw = await request.body()
+        if len(raw) > self.max_content_length:
+            self.too_large += 1
+            return JSONResponse({"text": "Content length exceeded", "code": 27}, status_code=413)
+        text = raw.decode("utf-8")
         if not text.strip():
             return JSONResponse({"text": "No data", "code": 5}, status_code=400)
         try:
