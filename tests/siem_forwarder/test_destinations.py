@@ -91,6 +91,7 @@ async def test_datadog_413_splits_the_batch(kafka_settings, events_topic, tmp_pa
         async with forwarding(kafka_settings, dest, events_topic):
             await wait_until(lambda: ids <= set(h.received()), 20, "split batches delivered")
         assert metric("dead_lettered_events_total", name, reason="destination_rejected") == 0
+        assert h.receiver.gzipped >= 3  # bodies sent gzip-compressed, as Datadog recommends
     finally:
         await h.stop()
 

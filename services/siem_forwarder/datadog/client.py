@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 from services.siem_forwarder.datadog.config import DatadogConfig
 from services.siem_forwarder.util.delivery import Delivery
 from services.siem_forwarder.util.http import make_http, probe_http, send_whole
@@ -15,7 +17,12 @@ class DatadogClient:
         self.headers = {"DD-API-KEY": config.api_key().get_secret_value(), "Content-Type": "application/json"}
 
     async def send(self, items: list[bytes]) -> Delivery:
-        return await send_whole(self.http, self.url, b"[" + b",".join(items) + b"]", self.headers, len(items))
+        body = b"[" + b",".join(items) + b"]"
+        headers = self.headers
+        if self.config.compress:
+            body = gzip.compress(body, compresslevel=1)
+            headers = {**headers, "Content-Encoding": "gzip"}
+        return await send_whole(self.http, self.url, body, headers, len(items))
 
     async def probe(self) -> str:
         # An empty array is a valid, empty submission: reachability + key check without sending data.

@@ -4,6 +4,7 @@ API limits (docs.datadoghq.com/api/latest/logs/send-logs, PROTOCOLS.md): ``POST 
 site's intake host (``https://http-intake.logs.<site>``), header ``DD-API-KEY``, JSON array of log items.
 Per request: at most 1000 entries, 5 MB uncompressed; a single log over 1 MB is truncated by Datadog (we
 dead-letter it instead, so nothing is silently cut); timestamps older than 18 h are dropped by Datadog.
+Datadog recommends gzip (``Content-Encoding: gzip``; the limits apply to the uncompressed body).
 202 = accepted. 408/429/5xx retry; 413 = too large (the batch is split and resent); other 4xx permanent.
 """
 
@@ -31,6 +32,9 @@ class DatadogConfig(DestinationConfig):
     ddsource: str = "auditpipe"
     hostname: str | None = None
     tags: list[str] = Field(default_factory=list, description="extra ddtags, key:value")
+    compress: bool = Field(
+        default=True, description="gzip the body (Content-Encoding: gzip), as Datadog advises"
+    )
     batch: BatchConfig = Field(
         default_factory=lambda: BatchConfig(max_events=MAX_ENTRIES, max_bytes=4_000_000)
     )

@@ -1,8 +1,10 @@
 """Datadog Logs intake as documented: ``POST /api/v2/logs``, header ``DD-API-KEY`` (403 when wrong),
-JSON array of log items, at most 1000 entries and 5 MB uncompressed (413 otherwise); 202 on success."""
+JSON array of log items, optionally ``Content-Encoding: gzip``; at most 1000 entries and 5 MB
+uncompressed (413 otherwise); 202 on success."""
 
 from __future__ import annotations
 
+import gzip
 import json
 
 from starlette.requests import Request
@@ -21,6 +23,7 @@ class DatadogReceiver(HttpReceiver):
         super().__init__(port)
         self.api_key = api_key
         self.max_entries = MAX_ENTRIES
+        self.gzipped = 0
 
     def routes(self) -> list[Route]:
         return [Route("/api/v2/logs", self.logs, methods=["POST"])]
@@ -31,6 +34,9 @@ class DatadogReceiver(HttpReceiver):
         if request.headers.get("dd-api-key") != self.api_key:
             return JSONResponse({"errors": [{"status": "403", "title": "Forbidden"}]}, status_code=403)
         body = await request.body()
+        if request.headers.get("content-encoding") == "gzip":
+            body = gzip.decompress(body)
+            self.gzipped += 1
         if len(body) > MAX_BYTES:
             return JSONResponse(
                 {"errors": [{"status": "413", "title": "Payload Too Large"}]}, status_code=413
