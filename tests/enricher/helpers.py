@@ -118,6 +118,18 @@ async def read_all(topic: str) -> list[tuple[bytes | None, bytes | None]]:
         await c.stop()
 
 
+async def end_offsets_total(topic: str) -> int:
+    """Records in ``topic`` (sum of partition end offsets): a cheap progress probe."""
+    c = AIOKafkaConsumer(bootstrap_servers=BOOT, group_id=None)
+    await c.start()
+    try:
+        cluster = await c._client.fetch_all_metadata()
+        tps = [TopicPartition(topic, p) for p in cluster.partitions_for_topic(topic) or ()]
+        return sum((await c.end_offsets(tps)).values()) if tps else 0
+    finally:
+        await c.stop()
+
+
 async def topics_matching(*needles: str) -> list[str]:
     c = AIOKafkaConsumer(bootstrap_servers=BOOT, group_id=None)
     await c.start()

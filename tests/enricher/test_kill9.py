@@ -11,12 +11,12 @@ import orjson
 import pytest
 
 from schemas.topics import DEADLETTER, EVENTS, RAW
-from tests.enricher.helpers import EnricherProcess, enricher_env, produce, read_all
+from tests.enricher.helpers import EnricherProcess, end_offsets_total, enricher_env, produce, read_all
 
 pytestmark = pytest.mark.kafka
 
 PORT = 19511
-N = 4000
+N = 5000
 
 
 async def test_kill9_mid_stream_then_restart_loses_nothing(topic_names, tmp_path: Path) -> None:  # noqa: ANN001
@@ -49,10 +49,10 @@ async def test_kill9_mid_stream_then_restart_loses_nothing(topic_names, tmp_path
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            killed_at = len(await read_all(topics[EVENTS]))
+            killed_at = await end_offsets_total(topics[EVENTS])
             if killed_at >= 300:
                 break
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.05)
         first.kill9()
     finally:
         if first.proc and first.proc.poll() is None:
