@@ -157,8 +157,10 @@ class QueryApiSettings(BaseModel):
     page_size_default: int = Field(default=50, ge=1)
     page_size_max: int = Field(default=500, ge=1)
     query_timeout_s: float = Field(default=30.0, gt=0)
-    dedup: Literal["final", "limit_by"] = Field(
-        default="final", description="How reads hide duplicates: FINAL or LIMIT 1 BY event_id"
+    dedup: Literal["auto", "final", "limit_by"] = Field(
+        default="auto",
+        description="How reads hide duplicates: FINAL, LIMIT 1 BY event_id, or auto (LIMIT BY when a "
+        "skip index drives the query: target_id or q; FINAL otherwise; see docs/query_api.md)",
     )
     audit_topic: str = Field(default="audit.raw.v1", description="Where audit events of sensitive actions go")
     facet_top: int = Field(default=20, ge=1, le=1000, description="Values per facet")

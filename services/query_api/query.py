@@ -19,6 +19,7 @@ import orjson
 SortField = Literal["occurred_at", "action", "target_type", "actor"]
 Order = Literal["asc", "desc"]
 Dedup = Literal["final", "limit_by"]
+DedupSetting = Literal["auto", "final", "limit_by"]
 
 # Sort field -> leading column (ties are broken by occurred_at, then event_id: a total, stable order).
 _SORT_COLUMN: dict[str, tuple[str, str]] = {
@@ -258,6 +259,15 @@ def keyset_condition(sort: SortField, order: Order, key: list[Any]) -> tuple[lis
 def order_by(sort: SortField, order: Order) -> str:
     d = "DESC" if order == "desc" else "ASC"
     return ", ".join(f"{c} {d}" for c, _ in sort_columns(sort))
+
+
+def choose_dedup(setting: str, f: Filters) -> Dedup:
+    """FINAL keeps read-in-order on (org_id, occurred_at) but disables data-skipping indexes; LIMIT 1 BY
+    event_id keeps the bloom/ngram indexes. Measured on 10M rows (benchmarks/query): org + time range is
+    fastest with FINAL, target id and free text with LIMIT 1 BY."""
+    if setting in ("final", "limit_by"):
+        return setting  # type: ignore[return-value]
+    return "limit_by" if (f.target_id is not None or f.q) else "final"
 
 
 def source_table(db: str, dedup: Dedup) -> str:

@@ -61,7 +61,15 @@ def list_events(
         raise field_error(e.field, e.msg) from None
     cols = list(dict.fromkeys(Q.SUMMARY_COLUMNS + [c for c, _ in Q.sort_columns(sort)]))
     sql, params = Q.page_query(
-        settings.clickhouse_database, filters, principal.scope, sort, order, size + 1, key, cfg.dedup, cols
+        settings.clickhouse_database,
+        filters,
+        principal.scope,
+        sort,
+        order,
+        size + 1,
+        key,
+        Q.choose_dedup(cfg.dedup, filters),
+        cols,
     )
     res = client.query(sql, parameters=params, settings=ch_settings(settings))
     rows = [dict(zip(res.column_names, r, strict=True)) for r in res.result_rows]
@@ -76,7 +84,10 @@ def list_events(
 @router.get("/facets", summary="Counts per action, actor, source and target type")
 def facets(principal: EventViewer, settings: SettingsDep, client: ClientDep, filters: FiltersDep) -> Response:
     sql, params = Q.facets_query(
-        settings.clickhouse_database, filters, principal.scope, settings.query_api.dedup
+        settings.clickhouse_database,
+        filters,
+        principal.scope,
+        Q.choose_dedup(settings.query_api.dedup, filters),
     )
     res = client.query(sql, parameters=params, settings=ch_settings(settings))
     out: dict[str, list[dict[str, Any]]] = {k: [] for k in Q.FACETS}
@@ -131,7 +142,13 @@ def export(
     sort_cols = [c for c, _ in Q.sort_columns(sort)]
     cols = ["event_json", *sort_cols] if format == "jsonl" else CSV_COLUMNS
     sql, params = Q.export_query(
-        settings.clickhouse_database, filters, principal.scope, sort, order, cols, settings.query_api.dedup
+        settings.clickhouse_database,
+        filters,
+        principal.scope,
+        sort,
+        order,
+        cols,
+        Q.choose_dedup(settings.query_api.dedup, filters),
     )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
@@ -150,7 +167,9 @@ def get_event(event_id: str, principal: EventViewer, settings: SettingsDep, clie
         eid = str(uuid.UUID(event_id))
     except ValueError:
         raise HTTPException(404, detail="event not found") from None
-    sql, params = Q.detail_query(settings.clickhouse_database, eid, principal.scope, settings.query_api.dedup)
+    sql, params = Q.detail_query(
+        settings.clickhouse_database, eid, principal.scope, "limit_by"
+    )  # bloom index on event_id
     rows = client.query(sql, parameters=params, settings=ch_settings(settings)).result_rows
     if not rows:
         raise HTTPException(404, detail="event not found")

@@ -1,0 +1,165 @@
+"""Query API latency: ``python -m benchmarks.query [--iterations N] [--regenerate]``.
+
+Fills ``bench_query`` with 10M events (skipped when already filled), starts the API in its own process
+(uvicorn, port 19750) and measures p50/p95 through HTTP for the analyst's questions. For each question
+the same SQL run directly against ClickHouse is the ceiling (the API can only add to it): the table
+prints the API/ceiling ratio, and the direct time of the other de-duplication strategy (FINAL vs
+LIMIT 1 BY event_id) to show which is faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.query.generate import generate
+from services.common.clickhouse import make_client
+from services.common.settings import QueryToken, load_settings
+from services.query_api import query as Q
+from services.query_api.auth import token_sha256
+
+DB = "bench_query"
+PORT = 19750
+TOKEN = "bench-query-token"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def start_api(dedup: str) -> subprocess.Popen:
+    s = load_settings()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUDITPIPE_")}
+    tok = QueryToken(principal="bench", sha256=token_sha256(TOKEN), roles=["EventView"])
+    env.update(
+        AUDITPIPE_CLICKHOUSE_URL=s.clickhouse_url,
+        AUDITPIPE_CLICKHOUSE_DATABASE=DB,
+        AUDITPIPE_QUERY_API__TOKENS=json.dumps([tok.model_dump()]),
+        AUDITPIPE_QUERY_API__DEDUP=dedup,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "services.query_api.main:create_app", "--factory",
+         "--host", "127.0.0.1", "--port", str(PORT), "--log-level", "warning"],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{PORT}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("query API did not start")
+
+
+def scenarios(now: datetime, deep_cursor: str | None) -> list[tuple[str, str, dict[str, Any]]]:
+    iso = lambda d: (now - timedelta(days=d)).isoformat()  # noqa: E731
+    return [
+        ("org + last 24 h", "/api/events", {"org": "org-042", "since": iso(1)}),
+        ("org + actor + 30 days", "/api/events", {"org": "org-042", "actor": "u-423", "since": iso(30)}),
+        ("target id, 60 days (all orgs)", "/api/events", {"target_id": "tgt-4217", "since": iso(60)}),
+        ("q rare word, 7 days (all orgs)", "/api/events", {"q": "worker-4213", "since": iso(7)}),
+        ("q common word, 7 days (all orgs)", "/api/events", {"q": "rollback", "since": iso(7)}),
+        ("first page, org, 30 days", "/api/events", {"org": "org-042", "since": iso(30)}),
+        ("deep page (page 40) via cursor", "/api/events", {"org": "org-042", "since": iso(30), "cursor": deep_cursor}),
+        ("facets, org, 7 days", "/api/events/facets", {"org": "org-042", "since": iso(7)}),
+    ]  # fmt: skip
+
+
+def direct_sql(path: str, params: dict[str, Any], dedup: Q.Dedup) -> tuple[str, dict[str, Any]]:
+    f = Q.Filters(
+        since=datetime.fromisoformat(params["since"]) if "since" in params else None,
+        org=params.get("org"),
+        actor=params.get("actor"),
+        target_id=params.get("target_id"),
+        q=params.get("q"),
+    )
+    if path.endswith("facets"):
+        return Q.facets_query(DB, f, Q.Scope(), dedup)
+    key = Q.decode_cursor(params["cursor"], "occurred_at", "desc") if params.get("cursor") else None
+    return Q.page_query(DB, f, Q.Scope(), "occurred_at", "desc", 51, key, dedup)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.query")
+    ap.add_argument("--iterations", type=int, default=25)
+    ap.add_argument("--regenerate", action="store_true", help="drop and refill bench_query")
+    args = ap.parse_args()
+    settings = load_settings()
+    ch = make_client(settings, send_receive_timeout=600)
+    if args.regenerate:
+        ch.command(f"DROP DATABASE IF EXISTS {DB} SYNC")
+    t0 = time.monotonic()
+    if generate(settings, DB):
+        print(f"generated 10M events in {time.monotonic() - t0:.0f} s")
+    # data are anchored at generation time: measure relative to the newest event
+    now = ch.query(f"SELECT max(occurred_at) FROM {DB}.events").result_rows[0][0].replace(tzinfo=UTC)
+    n_rows = ch.command(f"SELECT count() FROM {DB}.events")
+    parts = ch.command(
+        f"SELECT count() FROM system.parts WHERE database = '{DB}' AND table = 'events' AND active"
+    )
+    print(f"{DB}.events: {n_rows:,} rows ({parts} active parts), newest event {now:%Y-%m-%d %H:%M} UTC")
+
+    proc = start_api("final")
+    results = []
+    try:
+        http = httpx.Client(base_url=f"http://127.0.0.1:{PORT}", headers={"Authorization": f"Bearer {TOKEN}"})
+        # a cursor 40 pages (2,000 events) deep
+        p: dict[str, Any] = {"org": "org-042", "since": (now - timedelta(days=30)).isoformat(), "limit": 50}
+        for _ in range(39):
+            p["cursor"] = http.get("/api/events", params=p, timeout=60).json()["next_cursor"]
+        deep = p["cursor"]
+        for name, path, params in scenarios(now, deep):
+            params = {k: v for k, v in params.items() if v is not None}
+            lat: list[float] = []
+            rows = 0
+            for i in range(args.iterations + 3):
+                t = time.perf_counter()
+                r = http.get(path, params=params, timeout=60)
+                dt = time.perf_counter() - t
+                r.raise_for_status()
+                if i >= 3:
+                    lat.append(dt * 1000)
+                rows = len(r.json().get("events", [])) if path == "/api/events" else r.json()["total"]
+            direct: dict[str, list[float]] = {"final": [], "limit_by": []}
+            for dedup in ("final", "limit_by"):
+                sql, sp = direct_sql(path, params, dedup)  # type: ignore[arg-type]
+                for i in range(max(5, args.iterations // 2) + 2):
+                    t = time.perf_counter()
+                    ch.query(sql, parameters=sp)
+                    if i >= 2:
+                        direct[dedup].append((time.perf_counter() - t) * 1000)
+            results.append((name, rows, lat, direct))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+    print()
+    print(f"{'question (through the API, FINAL)':<36} {'rows':>6} {'p50 ms':>8} {'p95 ms':>8} "
+          f"{'ceiling p50':>11} {'ratio':>6} {'LIMIT BY p50':>12}  target p95<150")  # fmt: skip
+    for name, rows, lat, direct in results:
+        p50, p95 = statistics.median(lat), pct(lat, 95)
+        ceil = statistics.median(direct["final"])
+        lb = statistics.median(direct["limit_by"])
+        ok = "ok" if p95 < 150 else "MISS"
+        print(
+            f"{name:<36} {rows:>6} {p50:>8.1f} {p95:>8.1f} {ceil:>11.1f} {p50 / ceil:>6.2f} {lb:>12.1f}  {ok}"
+        )
+    print("\nceiling = the same SQL sent straight to ClickHouse (no API); ratio = API p50 / ceiling p50")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
