@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
@@ -70,14 +71,21 @@ def make_topic(settings: Settings, partitions: int = 6) -> str:
 
 
 async def read_topic(
-    settings: Settings, topic: str, count: int, timeout_s: float = 20.0, settle_s: float = 0.0
+    settings: Settings,
+    topic: str,
+    count: int = 1,
+    timeout_s: float = 20.0,
+    settle_s: float = 0.0,
+    want_ids: set[str] | None = None,
 ) -> list[Any]:
-    """Every record of ``topic`` from the beginning until ``count`` arrived (then ``settle_s`` more)."""
+    """Every record of ``topic`` from the beginning until ``count`` arrived (then ``settle_s`` more), or,
+    with ``want_ids``, until every one of those event_ids was seen."""
     c = AIOKafkaConsumer(
         topic, bootstrap_servers=settings.bootstrap_servers, group_id=None, auto_offset_reset="earliest"
     )
     await c.start()
     out: list[Any] = []
+    seen: set[str] = set()
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -86,7 +94,11 @@ async def read_topic(
             batch = await c.getmany(timeout_ms=300)
             for recs in batch.values():
                 out.extend(recs)
-            if len(out) >= count:
+                if want_ids is not None:
+                    seen.update(orjson.loads(r.value).get("event_id") for r in recs)
+            if want_ids is not None and want_ids <= seen:
+                break
+            if want_ids is None and len(out) >= count:
                 if settle_until is None:
                     settle_until = loop.time() + settle_s
                 if loop.time() >= settle_until:

@@ -92,7 +92,7 @@ async def test_peer_and_forwarded_for_recorded_producer_view_wins(http, ingest_c
     id2 = r.json()["accepted"][0]
 
     got = {}
-    for rec in await read_topic(ingest_cfg, raw_topic, 1_000, timeout_s=4):
+    for rec in await read_topic(ingest_cfg, raw_topic, want_ids={id1, id2}):
         e = RawEvent.model_validate_json(rec.value)
         got[str(e.event_id)] = e
     e1, e2 = got[id1], got[id2]
