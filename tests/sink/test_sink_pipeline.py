@@ -144,3 +144,46 @@ async def test_stop_abandons_nothing_committed(ch_settings, topic_names) -> None
     await sink.close()
     assert count(s) == 400
     assert await _committed(s, topics["audit.events.v1"], s.sink.consumer_group) == 0
+
+
+async def test_rebalances_mid_stream_lose_nothing(ch_settings, topic_names) -> None:
+    """A second sink joins mid-stream, then the first leaves: partitions move twice, nothing is lost."""
+    from tests.sink.helpers import many
+
+    topics = topic_names("audit.events.v1", "audit.deadletter.v1")
+    s = sink_settings(ch_settings, topics, batch_max_rows=300, session_timeout_s=6)
+    values = many(9000)
+    await produce_spread(s, topics["audit.events.v1"], values[:3000])
+    a, b = Sink(s), Sink(s)
+    await a.start()
+    ta = asyncio.create_task(a.run())
+    tb = None
+    try:
+        assert await wait_for(lambda: count(s) >= 1000, 60, every_s=0.2)
+        await b.start()  # rebalance 1: a gives up half its partitions
+        tb = asyncio.create_task(b.run())
+        await produce_spread(s, topics["audit.events.v1"], values[3000:6000])
+        assert await wait_for(lambda: count(s) >= 4000, 60, every_s=0.2)
+        a.stop.set()  # rebalance 2: b takes everything
+        await asyncio.wait_for(ta, 30)
+        await a.close()
+        await produce_spread(s, topics["audit.events.v1"], values[6000:])
+        assert await wait_for(lambda: count(s) >= 9000, 90), count(s)
+        assert b.inserted_total > 0 and a.inserted_total > 0
+    finally:
+        for sink, task in ((a, ta), (b, tb)):
+            sink.stop.set()
+            if task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, 30)
+            await sink.close()
+    assert count(s) == 9000 and count(s, "uniqExact(event_id)") == 9000
+    want = {orjson.loads(v)["event_id"] for v in values}
+    got = {
+        str(r[0])
+        for r in make_client(s)
+        .query(f"SELECT event_id FROM {s.clickhouse_database}.events_dedup")
+        .result_rows
+    }
+    assert got == want
+    assert await _committed(s, topics["audit.events.v1"], s.sink.consumer_group) == 0
