@@ -219,16 +219,12 @@ ts(
 y += 8
 row("Enricher and query API")
 ts(
-    "Enricher processing time (raw event to output acknowledged)",
+    "Enricher outputs in flight and send retries",
     [
-        (hq(0.5, "auditpipe_enricher_process_seconds"), "p50"),
-        (
-            hq(0.99, "auditpipe_enricher_process_seconds"),
-            "p99",
-        ),
+        ("sum(auditpipe_enricher_in_flight_messages)", "outputs awaiting broker ack"),
         ("sum by (topic) (rate(auditpipe_enricher_send_retries_total[5m]))", "send retries/s {{topic}}"),
     ],
-    "s",
+    "short",
     x=0,
 )
 ts(
