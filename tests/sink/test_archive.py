@@ -184,3 +184,23 @@ def test_cli_archive_list_and_refused_delete(ch_settings, topic_names, tmp_path,
         assert "cannot be deleted" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     finally:
         get_settings.cache_clear()
+
+
+async def test_archive_still_deletes_when_the_table_has_a_projection(
+    ch_settings, topic_names, tmp_path
+) -> None:
+    """The query API may add projections (0010+): lightweight DELETE refuses them, the job falls back."""
+    topics = topic_names("audit.raw.v1")
+    s = _settings(ch_settings, tmp_path, topics, default_days=30)
+    client = make_client(s)
+    db = s.clickhouse_database
+    client.command(f"ALTER TABLE {db}.events MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild'")
+    client.command(
+        f"ALTER TABLE {db}.events ADD PROJECTION p_target (SELECT * ORDER BY target_id, occurred_at)"
+    )
+    old = [enriched(i, org="org-p", occurred_at=_day(40)) for i in range(20)]
+    recent = [enriched(i, org="org-p", occurred_at=_day(3)) for i in range(5)]
+    insert_events(s, old + recent, inserted_at=LONG_AGO)
+    rep = await asyncio.to_thread(run_archive, s, "system", NOW)
+    assert not rep.errors and [f.rows for f in rep.files] == [20]
+    assert count(s) == 5 and count(s, "count()", "events") == 5
