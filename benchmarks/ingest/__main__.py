@@ -174,7 +174,7 @@ async def middleware_latency(settings, topic: str, n: int) -> tuple[float, float
     return q(without, 50), q(without, 99), q(with_, 50), q(with_, 99)
 
 
-def start_ingest(settings, topic: str) -> subprocess.Popen:  # noqa: ANN001
+def start_ingest(settings, topic: str, workers: int = 1) -> subprocess.Popen:  # noqa: ANN001
     env = dict(os.environ)
     env.update(
         AUDITPIPE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
@@ -186,7 +186,7 @@ def start_ingest(settings, topic: str) -> subprocess.Popen:  # noqa: ANN001
         AUDITPIPE_LOG_LEVEL="WARNING",
     )
     exe = Path(sys.executable).with_name("auditpipe")
-    proc = subprocess.Popen([str(exe), "ingest"], env=env)
+    proc = subprocess.Popen([str(exe), "ingest", "--workers", str(workers)], env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -206,7 +206,7 @@ async def main_async(args: argparse.Namespace) -> None:
     events = make_events(args.events)
     size = statistics.mean(len(orjson.dumps(e)) for e in events[:100])
     print(f"events: {args.events} x {size:.0f} B, batches of {BATCH}, runs: {args.runs}, topic {topic}")
-    proc = start_ingest(s, topic)
+    proc = start_ingest(s, topic, args.workers)
     res: dict[str, list[float]] = {"bare_http": [], "http": [], "bare_client": [], "client": []}
     try:
         for r in range(args.runs):
@@ -226,7 +226,8 @@ async def main_async(args: argparse.Namespace) -> None:
     print("| path | events/s (median) | bare aiokafka, same runs (median) | ratio (median of per-run) |")
     print("|---|---|---|---|")
     print(
-        f"| POST /v1/events/batch (uvicorn, 1 proc) | {med['http']:,.0f} | {med['bare_http']:,.0f} "
+        f"| POST /v1/events/batch (uvicorn, {args.workers} proc) | {med['http']:,.0f} "
+        f"| {med['bare_http']:,.0f} "
         f"| {r_http:.2f} |"
     )
     print(
@@ -255,6 +256,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.ingest")
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=1, help="ingest processes (uvicorn workers)")
     ap.add_argument("--requests", type=int, default=2_000, help="middleware requests per variant")
     asyncio.run(main_async(ap.parse_args()))
 

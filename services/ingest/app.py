@@ -285,3 +285,13 @@ def create_app(settings: Settings, topic: str | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def app_from_settings() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (``auditpipe ingest --workers N``): settings from the environment."""
+    from services.common.logging import configure_logging
+    from services.common.settings import get_settings
+
+    s = get_settings()
+    configure_logging("ingest", s.log_level)
+    return create_app(s)

@@ -16,8 +16,12 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging("ingest", s.log_level)
     host = args.host or s.ingest.host
     port = args.port or s.ingest.port
+    # workers > 1: uvicorn forks processes, each building its own app (and its one Kafka producer)
+    app = "services.ingest.app:app_from_settings" if args.workers > 1 else create_app(s)
     uvicorn.run(
-        create_app(s),
+        app,
+        factory=args.workers > 1,
+        workers=args.workers,
         host=host,
         port=port,
         log_config=None,
@@ -32,4 +36,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ingest", help="run the ingest HTTP API (POST /v1/events)")
     p.add_argument("--host", default=None, help="bind address (default: AUDITPIPE_INGEST__HOST)")
     p.add_argument("--port", type=int, default=None, help="port (default: AUDITPIPE_INGEST__PORT)")
+    p.add_argument("--workers", type=int, default=1, help="processes (each with its own producer)")
     p.set_defaults(func=_run)

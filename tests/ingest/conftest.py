@@ -173,9 +173,11 @@ def ingest_server(kafka_settings: Settings):  # noqa: ANN201
             time.sleep(0.2)
         yield {"url": url, "topic": topic, "settings": kafka_settings}
     finally:
-        proc.terminate()
+        proc.terminate()  # SIGTERM: uvicorn drains, the lifespan stops the producer (flushing it)
         try:
-            proc.wait(15)
+            code = proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+            code = None
+    assert code == 0, f"ingest did not stop cleanly on SIGTERM (exit {code})"
