@@ -86,8 +86,20 @@ class EnricherSettings(BaseModel):
     session_timeout_s: float = Field(default=10.0, ge=6.0, description="Kafka group session timeout")
     commit_interval_s: float = Field(default=1.0, gt=0, description="faust offset commit interval")
     max_in_flight: int = Field(
-        default=1000, ge=1, le=100_000, description="Outputs awaiting the broker's ack before consumption pauses"
+        default=1000, ge=1, le=100_000, description="Outputs awaiting ack before consumption pauses"
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for e in v:
+            try:
+                ipaddress.ip_network(e.strip().strip("[]"), strict=False)
+            except ValueError:
+                raise ValueError(f"'{e}' is not an address or CIDR range") from None
+        return v
 
     @field_validator("hmac_key")
     @classmethod

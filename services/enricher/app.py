@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -113,12 +114,30 @@ class Delivery:
         task.add_done_callback(self._tasks.discard)
 
 
+def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """The same Kafka security settings as ``services.common.kafka`` clients use."""
+    proto = settings.kafka_security_protocol
+    ctx = ssl.create_default_context() if proto in ("SSL", "SASL_SSL") else None
+    if settings.kafka_sasl_mechanism:
+        pw = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=pw,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=ctx,
+        )
+    if ctx is not None:
+        return faust.SSLCredentials(ctx)
+    return None
+
+
 def create_app(settings: Settings, raw_partitions: int) -> faust.App:
     """Build the faust app (never at module level: a faust App binds to the first event loop)."""
     es = settings.enricher
     app = faust.App(
         es.consumer_group,
         broker=[f"kafka://{b}" for b in settings.bootstrap_servers],
+        broker_credentials=broker_credentials(settings),
         broker_session_timeout=es.session_timeout_s,
         broker_heartbeat_interval=max(1.0, es.session_timeout_s / 5),
         broker_commit_interval=es.commit_interval_s,

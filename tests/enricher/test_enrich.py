@@ -195,3 +195,30 @@ def test_switch_event_is_a_verified_system_event() -> None:
     assert verify(doc) and ev.action == SWITCH_ACTION and ev.actor.type == "system"
     assert ev.target.type == "organization" and ev.changes[0].before is True and ev.changes[0].after is False
     assert isinstance(ev.event_id, uuid.UUID)
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        (
+            {"AUDITPIPE_ENRICHER__TRUSTED_PROXIES": '["10.0.0.0/8", "nope"]'},
+            "AUDITPIPE_ENRICHER__TRUSTED_PROXIES",
+        ),
+        ({"AUDITPIPE_ENRICHER__HASH_MODE": "hmac"}, "HMAC_KEY"),
+        ({"AUDITPIPE_ENRICHER__HASH_MODE": "hmac", "AUDITPIPE_ENRICHER__HMAC_KEY": "short"}, "16 characters"),
+    ],
+)
+def test_cli_refuses_bad_settings_with_one_line(env: dict[str, str], needle: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "services.cli", "enricher"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
