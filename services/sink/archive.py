@@ -478,6 +478,9 @@ def resolve(settings: Settings, name: str) -> Path:
 
 
 def get_archive(settings: Settings, name: str, org_id: str | None = None) -> tuple[ArchiveFile, Path]:
+    """One archive by ``<org dir>/<file>``, or by bare ``<file>`` together with ``org_id`` (API paths)."""
+    if org_id is not None and "/" not in name:
+        name = f"{org_dir_name(org_id)}/{name}"
     p = resolve(settings, name)
     af = _load_manifest(_manifest_path(p))
     if af is None or (org_id is not None and af.org_id != org_id):

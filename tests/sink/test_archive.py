@@ -151,7 +151,15 @@ async def test_delete_refuses_young_files_and_audits_deletions(ch_settings, topi
         with pytest.raises(ArchiveError) as e2:
             delete_archive(s, bad, requested_by="ada@test", now=NOW + timedelta(days=31))
         assert e2.value.code in ("invalid_name", "not_found")
-    gone = delete_archive(s, af.file, requested_by="ada@test", now=NOW + timedelta(days=31))
+    with pytest.raises(ArchiveError) as e3:  # another org's scope cannot see it
+        delete_archive(
+            s, af.file.split("/")[1], requested_by="ada@test", now=NOW + timedelta(days=31), org_id="org-e"
+        )
+    assert e3.value.code == "not_found"
+    # the API addresses files by bare name within the caller's org
+    gone = delete_archive(
+        s, af.file.split("/")[1], requested_by="ada@test", now=NOW + timedelta(days=31), org_id="org-d"
+    )
     assert gone.file == af.file and not (tmp_path / "archives" / af.file).exists()
     assert list_archives(s) == []
     audit = [orjson.loads(v) for v in await read_all(s, topics["audit.raw.v1"], 2)]
