@@ -199,3 +199,28 @@ def test_every_registered_metric_follows_the_naming_convention() -> None:
         assert re.fullmatch(rf"auditpipe_(consumer_lag_messages|({services})_[a-z0-9_]+)", name), name
         if isinstance(c, Histogram):
             assert name.endswith(("_seconds", "_bytes")), f"{name}: histogram without a unit"
+
+
+def test_operations_doc_lists_exactly_the_registered_metrics() -> None:
+    """The metrics table in docs/operations.md is complete and names no metric that does not exist."""
+    from prometheus_client import Counter
+
+    from services.common.metrics import REGISTRY
+    from tests.deploy.helpers import ROOT
+
+    metrics()
+    documented = {}
+    for line in (ROOT / "docs" / "operations.md").read_text().splitlines():
+        m = re.match(r"^\| `(auditpipe_[a-z0-9_]+)` \|\s*(\w+)\s*\|([^|]*)\|", line)
+        if m:
+            documented[m.group(1)] = (m.group(2), {x.strip() for x in m.group(3).split(",") if x.strip()})
+    registered = {}
+    for c in {id(c): c for c in REGISTRY._names_to_collectors.values()}.values():  # noqa: SLF001
+        name = c._name + ("_total" if isinstance(c, Counter) else "")  # noqa: SLF001
+        registered[name] = (c._type, set(c._labelnames))  # noqa: SLF001
+    assert set(documented) == set(registered), (
+        f"undocumented: {sorted(set(registered) - set(documented))}; "
+        f"gone: {sorted(set(documented) - set(registered))}"
+    )
+    for name, (kind, labels) in registered.items():
+        assert documented[name] == (kind, labels), name
