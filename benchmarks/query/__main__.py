@@ -73,7 +73,7 @@ def scenarios(now: datetime, deep_cursor: str | None) -> list[tuple[str, str, di
         ("q rare word, 7 days (all orgs)", "/api/events", {"q": "worker-4213", "since": iso(7)}),
         ("q common word, 7 days (all orgs)", "/api/events", {"q": "rollback", "since": iso(7)}),
         ("first page, org, 30 days", "/api/events", {"org": "org-042", "since": iso(30)}),
-        ("deep page (page 40) via cursor", "/api/events", {"org": "org-042", "since": iso(30), "cursor": deep_cursor}),
+        ("deep page (page 40) via cursor", "/api/events", {"org": "org-042", "since": iso(30), "cursor": deep_cursor}),  # noqa: E501
         ("facets, org, 7 days", "/api/events/facets", {"org": "org-042", "since": iso(7)}),
     ]  # fmt: skip
 

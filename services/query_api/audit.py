@@ -66,7 +66,11 @@ class AuditPublisher:
         async with self._lock:
             if self._producer is None:
                 p = make_producer(self.settings, request_timeout_ms=int(self.timeout_s * 1000))
-                await asyncio.wait_for(p.start(), self.timeout_s)
+                try:
+                    await asyncio.wait_for(p.start(), self.timeout_s)
+                except BaseException:
+                    await p.stop()
+                    raise
                 self._producer = p
             return self._producer
 

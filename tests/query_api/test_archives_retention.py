@@ -161,7 +161,7 @@ def test_self_hosted_allows_ten_years(api_settings: Settings) -> None:
     with TestClient(create_app(s)) as client:
         r = client.get("/api/settings/retention?org=org-acme", headers=auth("manager"))
         assert r.json()["max_days"] == 3650
-        r = client.put("/api/settings/retention?org=org-acme", json={"retention_days": 3651, "audit_enabled": True},
+        r = client.put("/api/settings/retention?org=org-acme", json={"retention_days": 3651, "audit_enabled": True},  # noqa: E501
                        headers=auth("manager"))  # fmt: skip
         assert r.status_code == 422
 
@@ -177,7 +177,7 @@ def test_sensitive_action_refused_when_audit_cannot_be_written(api_settings: Set
         r = client.delete(f"/api/events/archives/{name}?org=org-acme", headers=auth("manager"))
         assert r.status_code == 503
         assert (s.retention.archive_dir / "org-acme" / name).exists()
-        r = client.put("/api/settings/retention?org=org-acme", json={"retention_days": 10, "audit_enabled": True},
+        r = client.put("/api/settings/retention?org=org-acme", json={"retention_days": 10, "audit_enabled": True},  # noqa: E501
                        headers=auth("manager"))  # fmt: skip
         assert r.status_code == 503
         assert (

@@ -185,6 +185,7 @@ async function showArchives() {
 function logout() {
   sessionStorage.removeItem("auditpipe_token");
   $("#app").hidden = true; $("#logout").hidden = true; $("#token").hidden = false; $("#who").textContent = "";
+  $("#token-form button[type=submit]").hidden = false;
 }
 
 async function start() {
@@ -197,6 +198,7 @@ async function start() {
   if (s.org) { $("#org").value = s.org; $("#org").readOnly = true; }
   $("#show-archives").hidden = !state.me.roles.includes("Manager");
   $("#app").hidden = false; $("#logout").hidden = false; $("#token").hidden = true;
+  $("#token-form button[type=submit]").hidden = true;
   reload();
 }
 
