@@ -255,7 +255,12 @@ def stamp(
     req = ev.request
     if req is None or (req.peer_ip is None and req.x_forwarded_for is None):
         base = req if req is not None else Request()
-        update["request"] = base.model_copy(update={"peer_ip": peer_ip, "x_forwarded_for": x_forwarded_for})
+        update["request"] = base.model_copy(
+            update={
+                "peer_ip": peer_ip,
+                "x_forwarded_for": x_forwarded_for[:16384] if x_forwarded_for else None,
+            }
+        )
     if peer_ip is not None:
         meta["ingest_peer_ip"] = peer_ip
     if x_forwarded_for is not None:
