@@ -208,3 +208,20 @@ def test_scrubbing_is_idempotent_and_never_raises(text: str) -> None:
 
 def test_detectors_have_names() -> None:
     assert {"pem_private_key", "jwt", "aws_access_key_id", "gcp_api_key"} <= set(DETECTORS)
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_no_detector_matches_fewer_than_min_detect_len_characters(name: str) -> None:
+    from hypothesis import HealthCheck, settings
+
+    from services.enricher.rules.sensitive import MIN_DETECT_LEN
+
+    rx = DETECTORS[name]
+
+    @settings(max_examples=50, suppress_health_check=list(HealthCheck))
+    @given(st.from_regex(rx))
+    def check(text: str) -> None:
+        m = rx.search(text)
+        assert m is not None and len(m.group(0)) >= MIN_DETECT_LEN
+
+    check()

@@ -52,6 +52,10 @@ DETECTORS: dict[str, re.Pattern[str]] = {
     "slack_token": re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),
     "bearer": re.compile(r"(?i:\b(?:bearer|basic|token)\s+[A-Za-z0-9._~+/=\-]{12,})"),
 }
+# The shortest string any detector can match (a minimal JWT): shorter strings skip detection.
+MIN_DETECT_LEN = 13
+# Spellings of the self-declared sensitivity flag (exact keys: cheaper than normalising every key).
+FLAG_KEYS = ("is_sensitive", "sensitive", "isSensitive", "IsSensitive", "is-sensitive", "Sensitive")
 # One pass decides whether a string needs any detector at all (most strings need none).
 ANY_DETECTOR = re.compile("|".join(f"(?:{rx.pattern})" for rx in DETECTORS.values()))
 
@@ -165,7 +169,7 @@ class Scrubber:
         return self.hasher.indicator(value)
 
     def _detect(self, text: str, path: tuple[str | int, ...], found: list[str]) -> str:
-        if is_indicator(text) or not ANY_DETECTOR.search(text):
+        if len(text) < MIN_DETECT_LEN or is_indicator(text) or not ANY_DETECTOR.search(text):
             return text
         out = text
         for rx in DETECTORS.values():
@@ -182,9 +186,7 @@ class Scrubber:
         if self.paths and self._path_listed(path):
             return self._replace(value, path, found)
         if isinstance(value, dict):
-            flagged = any(
-                value.get(f) is True for f in value if isinstance(f, str) and _norm_key(f) in SENSITIVE_FLAGS
-            )
+            flagged = any(value.get(f) is True for f in FLAG_KEYS)
             out: dict[str, Any] = {}
             for k, v in value.items():
                 p = (*path, k)
