@@ -219,5 +219,8 @@ def test_chunk_by_size_respects_the_request_limit(sizes: list[int], limit: int) 
     chunks = chunk_by_size(items, Enc(), limit)  # type: ignore[arg-type]
     assert [it for c in chunks for it in c] == items  # order kept, nothing lost
     for c in chunks:
-        assert 2 + sum(len(it.encoded) + 1 for it in c) <= limit
+        assert c
+        # an item larger than the limit on its own travels alone (the vendor refuses it -> dead letter)
+        if len(c) > 1:
+            assert 2 + sum(len(it.encoded) + 1 for it in c) <= limit
     assert chunk_by_size(items, Enc(), None) == [items]  # type: ignore[arg-type]
