@@ -265,5 +265,7 @@ def stamp(
         meta["ingest_peer_ip"] = peer_ip
     if x_forwarded_for is not None:
         meta["ingest_x_forwarded_for"] = x_forwarded_for[:8192]
+        if len(x_forwarded_for) > 8192:  # said, not silent
+            meta["ingest_x_forwarded_for_truncated"] = str(len(x_forwarded_for))
     update["metadata"] = meta
     return ev.model_copy(update=update)
