@@ -54,6 +54,8 @@ class RunnerState:
 
 def chunk_by_size(items: list[Item], encoder: Encoder, limit: int | None) -> list[list[Item]]:
     """Split a batch so each request body stays within the vendor's limit (+1 byte per separator)."""
+    if not items:
+        return []
     if limit is None:
         return [items]
     out: list[list[Item]] = [[]]
