@@ -51,48 +51,49 @@ class Delivery:
     earlier event's output is on the broker. A failed send is retried with back-off until it succeeds.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, send: Callable[[str, bytes | None, bytes], Awaitable[Any]]) -> None:
         self.limit = limit
+        self.send = send
         self.in_flight = 0
         self.ack: Callable[[Any], Awaitable[Any]] | None = None
         self._space = asyncio.Event()
         self._space.set()
         self._tasks: set[asyncio.Task] = set()
 
-    async def submit(self, event: Any, topic: Any, key: bytes | None, value: bytes) -> None:
+    async def submit(self, event: Any, topic: str, key: bytes | None, value: bytes) -> None:
         while self.in_flight >= self.limit:
             self._space.clear()
             await self._space.wait()
         self.in_flight += 1
         metrics.IN_FLIGHT.set(self.in_flight)
         try:
-            fut = await topic.send(key=key, value=value, headers=JSON_HEADERS)
+            fut = await self.send(topic, key, value)
         except Exception:  # noqa: BLE001 - producer refused at once: retry inline (pauses the agent)
             await self._resend(event, topic, key, value)
             return
         fut.add_done_callback(partial(self._done, event, topic, key, value))
 
-    def _done(self, event: Any, topic: Any, key: bytes | None, value: bytes, fut: asyncio.Future) -> None:
+    def _done(self, event: Any, topic: str, key: bytes | None, value: bytes, fut: asyncio.Future) -> None:
         if fut.cancelled() or fut.exception() is not None:
             self._spawn(self._resend(event, topic, key, value))
         else:
             self._finish(event)
 
-    async def _resend(self, event: Any, topic: Any, key: bytes | None, value: bytes) -> None:
+    async def _resend(self, event: Any, topic: str, key: bytes | None, value: bytes) -> None:
         delay = 0.1
         while True:
-            metrics.SEND_RETRIES.labels(topic.get_topic_name()).inc()
+            metrics.SEND_RETRIES.labels(topic).inc()
             log(
                 logger,
                 logging.WARNING,
                 "send failed, retrying",
-                topic=topic.get_topic_name(),
+                topic=topic,
                 retry_in_s=delay,
             )
             await asyncio.sleep(delay)
             delay = min(MAX_BACKOFF_S, delay * 2)
             try:
-                fut = await topic.send(key=key, value=value, headers=JSON_HEADERS)
+                fut = await self.send(topic, key, value)
                 await fut
                 break
             except asyncio.CancelledError:
@@ -154,12 +155,15 @@ def create_app(settings: Settings, raw_partitions: int) -> faust.App:
         value_serializer="raw",
     )
     raw_topic = app.topic(es.raw_topic, key_type=bytes, value_type=bytes, value_serializer="raw")
-    events_topic = app.topic(es.events_topic, key_type=bytes, value_type=bytes, value_serializer="raw")
-    dead_topic = app.topic(es.deadletter_topic, key_type=bytes, value_type=bytes, value_serializer="raw")
     suppressed = app.Table("suppressed_daily", default=int, partitions=raw_partitions)
     enricher = Enricher.from_settings(es)
 
-    delivery = Delivery(es.max_in_flight)
+    async def produce(topic: str, key: bytes | None, value: bytes) -> Any:
+        """faust's producer directly: Topic.send's PendingMessage/FutureMessage/sensor layers cost
+        a large share of the per-event time (profile in docs/enricher.md)."""
+        return await app.producer.send(topic, key, value, None, None, JSON_HEADERS)
+
+    delivery = Delivery(es.max_in_flight, produce)
 
     @app.agent(raw_topic, concurrency=1)
     async def enrich_raw(stream: faust.StreamT) -> None:
@@ -176,7 +180,7 @@ def create_app(settings: Settings, raw_partitions: int) -> faust.App:
                 now=datetime.now(UTC),
             )
             if isinstance(outcome, Enriched):
-                await delivery.submit(event, events_topic, outcome.event.org_id.encode(), outcome.value)
+                await delivery.submit(event, es.events_topic, outcome.event.org_id.encode(), outcome.value)
                 metrics.EVENTS.labels("enriched").inc()
             elif isinstance(outcome, Suppressed):
                 key = f"{outcome.org_id}|{outcome.day}"
@@ -190,7 +194,7 @@ def create_app(settings: Settings, raw_partitions: int) -> faust.App:
     async def dead_letter(event: Any, outcome: Dead) -> None:
         letter: DeadLetter = outcome.letter
         key = letter.org_id.encode() if letter.org_id else None
-        await delivery.submit(event, dead_topic, key, orjson.dumps(letter.model_dump(mode="json")))
+        await delivery.submit(event, es.deadletter_topic, key, orjson.dumps(letter.model_dump(mode="json")))
         metrics.DEAD_LETTERS.labels(letter.reason).inc()
         metrics.EVENTS.labels("dead_letter").inc()
         # error text and coordinates only: the letter's original is never logged
