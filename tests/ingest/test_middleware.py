@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -137,3 +138,51 @@ async def test_response_does_not_wait_for_delivery() -> None:
     with pytest.raises(DeliveryError) as err:
         await client.close(timeout_s=0.2)
     assert len(err.value.undelivered) == 20
+
+
+class Env(BaseModel):
+    name: str
+
+
+async def test_middleware_in_fastapi_app(kafka_settings) -> None:
+    from fastapi import FastAPI
+
+    topic = make_topic(kafka_settings)
+    client = AsyncAuditClient("kafka", bootstrap_servers=kafka_settings.kafka_bootstrap, topic=topic)
+    api = FastAPI()
+    api.add_middleware(
+        AuditMiddleware,
+        client=client,
+        org_id=lambda r: r.path_params.get("org") or r.headers.get("x-org"),
+        actor=lambda r: {"type": "api_token", "name": "ci-token"},
+        methods=("POST", "PATCH"),
+    )
+
+    @api.patch("/orgs/{org}/environments/{env_id}")
+    async def patch_env(org: str, env_id: str, body: Env) -> dict:
+        return {"id": env_id, "name": body.name}
+
+    @api.delete("/orgs/{org}/environments/{env_id}")
+    async def delete_env(org: str, env_id: str) -> dict:
+        return {}
+
+    transport = httpx.ASGITransport(app=api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+        assert (
+            await http.patch("/orgs/o1/environments/e-9", json={"name": "prod"}, headers={"x-org": "o1"})
+        ).status_code == 200
+        assert (
+            await http.patch("/orgs/o1/environments/e-9", json={"nom": 1}, headers={"x-org": "o1"})
+        ).status_code == 422
+        assert (
+            await http.delete("/orgs/o1/environments/e-9", headers={"x-org": "o1"})
+        ).status_code == 200  # not in methods
+    await client.close()
+    recs = await read_topic(kafka_settings, topic, 2, settle_s=0.5)
+    evs = sorted((RawEvent.model_validate_json(r.value) for r in recs), key=lambda e: e.status)
+    assert [(e.request.method, e.status, e.action) for e in evs] == [
+        ("PATCH", 200, "environments:update"),
+        ("PATCH", 422, "environments:update"),
+    ]
+    assert evs[0].request.payload == {"name": "prod"} and evs[0].actor.name == "ci-token"
+    assert all(r.key == b"o1" for r in recs)
