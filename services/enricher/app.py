@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -42,54 +43,66 @@ MAX_BACKOFF_S = 10.0
 
 
 class Delivery:
-    """Outputs in flight, each raw event acked only when the broker acked its output.
+    """Outputs in flight; each raw event is acked only after the broker acked its output, and in order.
 
-    ``submit`` hands the output to the producer and returns at once; the raw event is acked from the
-    send future's callback. At most ``limit`` outputs wait for their ack; beyond that ``submit`` waits
-    (back-pressure pauses the agent, memory stays bounded). Acks may arrive out of order: faust commits
-    only the consecutive acked prefix of each partition, so a committed offset always means that every
-    earlier event's output is on the broker. A failed send is retried with back-off until it succeeds.
+    ``submit`` hands the output to the producer and returns at once; completion comes from the send
+    future's callback. Acks are released per source partition strictly in offset order (a done event
+    waits for the earlier ones of its partition): faust 0.15.3 commits the first consecutive run of
+    acked offsets but checks the gap before it with an off-by-one (``Consumer._new_offset``:
+    ``min(acked) - committed > 1``, and no check at all while nothing was committed yet), so
+    out-of-order acks could commit past an event whose output is not on the broker. At most ``limit``
+    events wait between consumption and ack; beyond that ``submit`` waits (back-pressure pauses the
+    agent, memory stays bounded). A failed send is retried with back-off until it succeeds.
     """
 
     def __init__(self, limit: int, send: Callable[[str, bytes | None, bytes], Awaitable[Any]]) -> None:
         self.limit = limit
         self.send = send
-        self.in_flight = 0
+        self.pending = 0
         self.ack: Callable[[Any], Awaitable[Any]] | None = None
+        self._queues: dict[Any, deque[list[Any]]] = defaultdict(deque)  # tp -> [[event, done], ...]
         self._space = asyncio.Event()
         self._space.set()
         self._tasks: set[asyncio.Task] = set()
 
-    async def submit(self, event: Any, topic: str, key: bytes | None, value: bytes) -> None:
-        while self.in_flight >= self.limit:
+    async def _reserve(self, event: Any, done: bool) -> list[Any]:
+        while self.pending >= self.limit:
             self._space.clear()
             await self._space.wait()
-        self.in_flight += 1
-        metrics.IN_FLIGHT.set(self.in_flight)
+        self.pending += 1
+        metrics.IN_FLIGHT.set(self.pending)
+        entry = [event, done]
+        self._queues[event.message.tp].append(entry)
+        return entry
+
+    async def submit(self, event: Any, topic: str, key: bytes | None, value: bytes) -> None:
+        """Produce ``value`` for ``event``; ``event`` is acked once the broker acked it."""
+        entry = await self._reserve(event, False)
         try:
             fut = await self.send(topic, key, value)
         except Exception:  # noqa: BLE001 - producer refused at once: retry inline (pauses the agent)
-            await self._resend(event, topic, key, value)
+            await self._resend(entry, topic, key, value)
             return
-        fut.add_done_callback(partial(self._done, event, topic, key, value))
+        fut.add_done_callback(partial(self._done, entry, topic, key, value))
 
-    def _done(self, event: Any, topic: str, key: bytes | None, value: bytes, fut: asyncio.Future) -> None:
+    async def done_without_output(self, event: Any) -> None:
+        """An event with nothing to produce (suppressed): acked in its turn."""
+        entry = await self._reserve(event, True)
+        self._complete(entry)
+
+    def _done(
+        self, entry: list[Any], topic: str, key: bytes | None, value: bytes, fut: asyncio.Future
+    ) -> None:
         if fut.cancelled() or fut.exception() is not None:
-            self._spawn(self._resend(event, topic, key, value))
+            self._spawn(self._resend(entry, topic, key, value))
         else:
-            self._finish(event)
+            self._complete(entry)
 
-    async def _resend(self, event: Any, topic: str, key: bytes | None, value: bytes) -> None:
+    async def _resend(self, entry: list[Any], topic: str, key: bytes | None, value: bytes) -> None:
         delay = 0.1
         while True:
             metrics.SEND_RETRIES.labels(topic).inc()
-            log(
-                logger,
-                logging.WARNING,
-                "send failed, retrying",
-                topic=topic,
-                retry_in_s=delay,
-            )
+            log(logger, logging.WARNING, "send failed, retrying", topic=topic, retry_in_s=delay)
             await asyncio.sleep(delay)
             delay = min(MAX_BACKOFF_S, delay * 2)
             try:
@@ -100,14 +113,18 @@ class Delivery:
                 raise
             except Exception:  # noqa: BLE001, S112 - broker trouble: keep trying, never skip
                 continue
-        self._finish(event)
+        self._complete(entry)
 
-    def _finish(self, event: Any) -> None:
-        self.in_flight -= 1
-        metrics.IN_FLIGHT.set(self.in_flight)
-        self._space.set()
+    def _complete(self, entry: list[Any]) -> None:
+        entry[1] = True
+        queue = self._queues[entry[0].message.tp]
         assert self.ack is not None
-        self._spawn(self.ack(event))
+        while queue and queue[0][1]:
+            event = queue.popleft()[0]
+            self.pending -= 1
+            self._spawn(self.ack(event))  # tasks run in creation order: acks stay in offset order
+        metrics.IN_FLIGHT.set(self.pending)
+        self._space.set()
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -187,7 +204,7 @@ def create_app(settings: Settings, raw_partitions: int) -> faust.App:
                 suppressed[key] += 1
                 metrics.SUPPRESSED.labels(outcome.org_id, outcome.day).set(suppressed[key])
                 metrics.EVENTS.labels("suppressed").inc()
-                await manual.ack(event)
+                await delivery.done_without_output(event)
             else:
                 await dead_letter(event, outcome)
 
