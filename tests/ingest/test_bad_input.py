@@ -268,3 +268,18 @@ async def test_generated_payloads_never_5xx(http, body, batch, ndjson) -> None:
         assert len(r.json()["accepted"]) >= 1
     else:
         assert isinstance(r.json()["error"], str)
+
+
+async def test_rejections_are_counted_by_reason(http) -> None:
+    def value(text: str, reason: str) -> float:
+        for line in text.splitlines():
+            if line.startswith(f'auditpipe_ingest_events_rejected_total{{reason="{reason}"}}'):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = (await http.get("/metrics")).text
+    r = await http.post("/v1/events/batch", json=[example(status="x"), example(colour=1)], headers=auth())
+    assert r.status_code == 422
+    after = (await http.get("/metrics")).text
+    assert value(after, "validation_error") - value(before, "validation_error") == 2
+    assert 'auditpipe_ingest_requests_total{code="422",endpoint="batch"}' in after
