@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import ipaddress
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
@@ -259,6 +259,24 @@ def keyset_condition(sort: SortField, order: Order, key: list[Any]) -> tuple[lis
 def order_by(sort: SortField, order: Order) -> str:
     d = "DESC" if order == "desc" else "ASC"
     return ", ".join(f"{c} {d}" for c, _ in sort_columns(sort))
+
+
+def probe_windows(f: Filters, anchor: datetime, first_s: int = 3600, factor: int = 8) -> list[Filters]:
+    """``f`` narrowed to [anchor - 1 h, …), [anchor - 8 h, …), … and finally ``f`` itself.
+
+    Each window is a superset of the previous one, so the first window holding a full page has the true
+    newest rows (everything newer than its lower bound is in it).
+    """
+    out: list[Filters] = []
+    span = timedelta(seconds=first_s)
+    while span < timedelta(days=400):
+        lo = anchor - span
+        if f.since is not None and lo <= f.since:
+            break
+        out.append(replace(f, since=lo))
+        span *= factor
+    out.append(f)
+    return out
 
 
 def choose_dedup(setting: str, f: Filters) -> Dedup:

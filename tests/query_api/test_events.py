@@ -291,3 +291,24 @@ def test_cursor_of_another_sort_is_refused(client, loaded) -> None:  # noqa: ANN
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "cursor"]
     r = client.get("/api/events/export", params={"format": "xml"}, headers=auth("viewer"))
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "format"
+
+
+def test_probe_windows_grow_and_end_with_the_whole_query() -> None:
+    from services.query_api.query import Filters, probe_windows
+
+    f = Filters(q="x", since=NOW - timedelta(days=30))
+    ws = probe_windows(f, NOW)
+    assert ws[-1] is f
+    lows = [w.since for w in ws[:-1]]
+    assert lows == sorted(lows, reverse=True) and all(lo > f.since for lo in lows)
+    assert lows[0] == NOW - timedelta(hours=1)
+    assert probe_windows(Filters(), NOW)[-1] == Filters()
+
+
+def test_search_newest_first_pages_across_probe_windows(client, insert) -> None:  # noqa: ANN001
+    # matches spread from minutes to weeks ago: pages must come out complete and in order
+    evs = [make_event(i, occurred_at=NOW - timedelta(hours=i * i), change=f"needle {i}") for i in range(40)]
+    evs += [make_event(100 + i, occurred_at=NOW - timedelta(minutes=i)) for i in range(40)]
+    insert(evs)
+    got = fetch_all(client, q="NEEDLE", limit=7)
+    assert [e["event_id"] for e in got] == [str(e.event_id) for e in evs[:40]]
