@@ -10,7 +10,6 @@ from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.common.settings import Settings
-from services.query_api.archives import ArchiveStore
 from services.query_api.audit import AuditPublisher
 from services.query_api.auth import Principal, authenticate
 from services.query_api.query import FilterError, Filters
@@ -31,17 +30,12 @@ def get_client(request: Request) -> Client:
     return request.app.state.clickhouse
 
 
-def get_archives(request: Request) -> ArchiveStore:
-    return request.app.state.archives
-
-
 def get_audit(request: Request) -> AuditPublisher:
     return request.app.state.audit
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClientDep = Annotated[Client, Depends(get_client)]
-ArchivesDep = Annotated[ArchiveStore, Depends(get_archives)]
 AuditDep = Annotated[AuditPublisher, Depends(get_audit)]
 
 

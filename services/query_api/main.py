@@ -16,7 +16,6 @@ from services.common.clickhouse import make_client
 from services.common.logging import log
 from services.common.metrics import counter, histogram
 from services.common.settings import Settings, get_settings
-from services.query_api.archives import ArchiveStore
 from services.query_api.audit import AuditPublisher
 from services.query_api.routes import archives, events, health, me, retention
 
@@ -53,7 +52,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.clickhouse = make_client(
         settings, send_receive_timeout=int(settings.query_api.query_timeout_s) + 30
     )
-    app.state.archives = ArchiveStore(settings.retention.archive_dir, settings.retention.delete_min_age_days)
     app.state.audit = AuditPublisher(settings, settings.query_api.audit_topic)
 
     # archives before events: /api/events/archives must match before /api/events/{event_id}

@@ -1,19 +1,24 @@
-"""``/api/events/archives``: archived day files per org. Download and deletion are audited first."""
+"""``/api/events/archives``: archived day files per org (``services.sink.archive``).
+
+Downloads are audited here before the first byte; deletions are audited by the sink's module (actor =
+the principal) before the file goes. Either way, no audit event means no action (503).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Annotated, BinaryIO
+from pathlib import Path
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from services.query_api.archives import ArchiveError, deletable
+from services.query_api import archives as A
 from services.query_api.audit import AuditUnavailable, audit_event
 from services.query_api.auth import Principal
 from services.query_api.deps import (
-    ArchivesDep,
     AuditDep,
     EventViewer,
     ManagerPrincipal,
@@ -41,11 +46,13 @@ def _org_for(principal: Principal, org: str | None, required: bool) -> str | Non
     return org
 
 
-def _archive_error(e: ArchiveError) -> HTTPException:
-    if e.kind == "bad_name":
+def _archive_error(e: A.ArchiveError) -> HTTPException:
+    if e.code == "invalid_name":
         return field_error("filename", str(e))
-    if e.kind == "too_recent":
+    if e.code == "too_young":
         return HTTPException(409, detail=str(e))
+    if e.code == "audit_failed":
+        return HTTPException(503, detail="audit log unavailable; action refused")
     return HTTPException(404, detail="archive not found")
 
 
@@ -60,17 +67,15 @@ def _req(request: Request) -> dict:
 
 
 @router.get("", summary="List archive files")
-def list_archives(
-    principal: EventViewer, settings: SettingsDep, archives: ArchivesDep, org: OrgQuery = None
-) -> dict:
+def list_archives(principal: EventViewer, settings: SettingsDep, org: OrgQuery = None) -> dict:
     o = _org_for(principal, org, required=False)
     now = datetime.now(UTC)
-    files = [f.as_dict(now, settings.retention.delete_min_age_days) for f in archives.list(o)]
-    return {"archives": files, "delete_min_age_days": settings.retention.delete_min_age_days}
+    age = settings.retention.delete_min_age_days
+    return {"archives": [A.as_dict(f, now, age) for f in A.listing(settings, o)], "delete_min_age_days": age}
 
 
-def _chunks(fh: BinaryIO) -> Iterator[bytes]:
-    with fh:
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as fh:
         while chunk := fh.read(64 * 1024):
             yield chunk
 
@@ -80,19 +85,19 @@ async def download_archive(
     filename: str,
     request: Request,
     principal: EventViewer,
-    archives: ArchivesDep,
+    settings: SettingsDep,
     audit: AuditDep,
     org: OrgQuery = None,
 ) -> StreamingResponse:
     o = _org_for(principal, org, required=True)
     assert o is not None
     try:
-        info = archives.get(o, filename)
-    except ArchiveError as e:
+        info, path = await run_in_threadpool(A.get, settings, filename, o)
+    except A.ArchiveError as e:
         raise _archive_error(e) from None
     ev = audit_event(
-        principal, o, "audit_archive:download", "access", "audit_archive", filename,
-        f"Downloaded archived audit log {filename}", _req(request),
+        principal, o, "audit_archive:download", "access", "audit_archive", info.file,
+        f"Downloaded archived audit log {info.file} ({info.rows} events of {info.day})", _req(request),
     )  # fmt: skip
     try:
         await audit.publish(ev)
@@ -100,11 +105,11 @@ async def download_archive(
         raise HTTPException(503, detail="audit log unavailable; download refused") from None
     media = "application/gzip" if info.gzip else "application/x-ndjson"
     return StreamingResponse(
-        _chunks(archives.open(o, filename)),
+        _chunks(path),
         media_type=media,
         headers={
-            "Content-Disposition": f'attachment; filename="{filename}"',
-            "Content-Length": str(info.size),
+            "Content-Disposition": f'attachment; filename="{path.name}"',
+            "Content-Length": str(path.stat().st_size),
         },
     )
 
@@ -112,32 +117,14 @@ async def download_archive(
 @router.delete("/{filename}", summary="Delete an archive file (Manager; 30-day rule; audited)")
 async def delete_archive(
     filename: str,
-    request: Request,
     principal: ManagerPrincipal,
-    archives: ArchivesDep,
-    audit: AuditDep,
+    settings: SettingsDep,
     org: OrgQuery = None,
 ) -> JSONResponse:
     o = _org_for(principal, org, required=True)
     assert o is not None
     try:
-        info = archives.get(o, filename)
-        if not deletable(info.created_at, datetime.now(UTC), archives.min_age_days):
-            raise ArchiveError(
-                "too_recent", f"archive files can be deleted only {archives.min_age_days} days after creation"
-            )
-    except ArchiveError as e:
+        info = await run_in_threadpool(A.delete, settings, filename, o, principal.name)
+    except A.ArchiveError as e:
         raise _archive_error(e) from None
-    ev = audit_event(
-        principal, o, "audit_archive:delete", "delete", "audit_archive", filename,
-        f"Deleted archived audit log {filename} ({info.size} bytes)", _req(request),
-    )  # fmt: skip
-    try:
-        await audit.publish(ev)
-    except AuditUnavailable:
-        raise HTTPException(503, detail="audit log unavailable; deletion refused") from None
-    try:
-        archives.delete(o, filename)
-    except ArchiveError as e:
-        raise _archive_error(e) from None
-    return JSONResponse({"deleted": filename, "org_id": o, "audit_event_id": str(ev.event_id)})
+    return JSONResponse({"deleted": info.file.rsplit("/", 1)[-1], "org_id": o, "rows": info.rows})
