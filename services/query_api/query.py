@@ -261,8 +261,8 @@ def order_by(sort: SortField, order: Order) -> str:
     return ", ".join(f"{c} {d}" for c, _ in sort_columns(sort))
 
 
-def probe_windows(f: Filters, anchor: datetime, first_s: int = 3600, factor: int = 8) -> list[Filters]:
-    """``f`` narrowed to [anchor - 1 h, …), [anchor - 8 h, …), … and finally ``f`` itself.
+def probe_windows(f: Filters, anchor: datetime, first_s: int = 3600, factor: int = 24) -> list[Filters]:
+    """``f`` narrowed to [anchor - 1 h, …), [anchor - 1 day, …), [anchor - 24 days, …), then ``f`` itself.
 
     Each window is a superset of the previous one, so the first window holding a full page has the true
     newest rows (everything newer than its lower bound is in it).
