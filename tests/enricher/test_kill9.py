@@ -1,4 +1,5 @@
-"""kill -9 the enricher in the middle of thousands of events, restart: no raw event_id is missing."""
+"""kill -9 (and SIGTERM) the enricher in the middle of thousands of events, restart: no raw event_id
+is missing."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ PORT = 19511
 N = 5000
 
 
-async def test_kill9_mid_stream_then_restart_loses_nothing(topic_names, tmp_path: Path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("how", ["kill -9", "SIGTERM"])
+async def test_kill9_mid_stream_then_restart_loses_nothing(how: str, topic_names, tmp_path: Path) -> None:  # noqa: ANN001
     topics = topic_names(RAW, EVENTS, DEADLETTER)
     suffix = uuid.uuid4().hex[:8]
     env = enricher_env(topics, suffix, PORT)
@@ -53,11 +55,14 @@ async def test_kill9_mid_stream_then_restart_loses_nothing(topic_names, tmp_path
             if killed_at >= 300:
                 break
             await asyncio.sleep(0.05)
-        first.kill9()
+        if how == "kill -9":
+            first.kill9()
+        else:
+            assert first.stop(timeout=30) == 0, first.logs()[-2000:]
     finally:
         if first.proc and first.proc.poll() is None:
             first.kill9()
-    assert 0 < killed_at < N, f"kill -9 must land mid-stream (saw {killed_at} of {N})"
+    assert 0 < killed_at < N, f"{how} must land mid-stream (saw {killed_at} of {N})"
 
     second = EnricherProcess(env, tmp_path / "enricher.log").start()
     try:
@@ -74,9 +79,9 @@ async def test_kill9_mid_stream_then_restart_loses_nothing(topic_names, tmp_path
     finally:
         code = second.stop()
     missing = set(ids) - seen
-    assert not missing, f"{len(missing)} of {N} raw events missing after kill -9 at ~{killed_at}"
+    assert not missing, f"{len(missing)} of {N} raw events missing after {how} at ~{killed_at}"
     assert len(seen) == N
     assert total >= N  # duplicates allowed (at least once), reported here
-    print(f"kill -9 after {killed_at} outputs; {total} records for {N} ids ({total - N} duplicates)")
+    print(f"{how} after {killed_at} outputs; {total} records for {N} ids ({total - N} duplicates)")
     assert code == 0
     assert not await read_all(topics[DEADLETTER])
