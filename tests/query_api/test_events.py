@@ -312,3 +312,16 @@ def test_search_newest_first_pages_across_probe_windows(client, insert) -> None:
     insert(evs)
     got = fetch_all(client, q="NEEDLE", limit=7)
     assert [e["event_id"] for e in got] == [str(e.event_id) for e in evs[:40]]
+
+
+def test_csv_cells_cannot_become_spreadsheet_formulas(client, insert) -> None:  # noqa: ANN001
+    ev = make_event(
+        1, change='=HYPERLINK("http://evil")', target={"type": "x", "id": "-1+2", "name": "@SUM(A1)"}
+    )
+    insert([ev])
+    r = client.get("/api/events/export", params={"format": "csv"}, headers=auth("viewer"))
+    row = next(csv.DictReader(io.StringIO(r.text)))
+    assert row["change"] == '\'=HYPERLINK("http://evil")'
+    assert row["target_id"] == "'-1+2" and row["target_name"] == "'@SUM(A1)"
+    assert row["occurred_at"] == ev.occurred_at.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    assert row["event_id"] == str(ev.event_id) and row["status"] == "201"
