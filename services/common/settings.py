@@ -125,7 +125,7 @@ class SinkSettings(BaseModel):
         le=300,
         description="Consumer group session: how soon a dead sink's partitions move",
     )
-    retry_max_backoff_s: float = Field(default=30.0, gt=0)
+    retry_max_backoff_s: float = Field(default=5.0, gt=0)
     host: str = "127.0.0.1"
     port: int = Field(default=8082, ge=1, le=65535)
     archive_enabled: bool = Field(default=True, description="Run the archive job on a schedule in the sink")
