@@ -19,7 +19,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -94,7 +94,9 @@ def direct_sql(path: str, params: dict[str, Any], dedup: Q.Dedup) -> tuple[str, 
     if path.endswith("facets"):
         return Q.facets_query(DB, f, Q.Scope(), dedup)
     key = Q.decode_cursor(params["cursor"], "occurred_at", "desc") if params.get("cursor") else None
-    return Q.page_query(DB, f, Q.Scope(), "occurred_at", "desc", 51, key, dedup)
+    # a target id: the API's first candidate window (events_by_target, 0010), as the route sends it
+    window: int | None | Literal["off"] = 51 if f.target_id is not None else "off"
+    return Q.page_query(DB, f, Q.Scope(), "occurred_at", "desc", 51, key, dedup, target_window=window)
 
 
 def main() -> int:

@@ -305,6 +305,68 @@ def _select(columns: list[str], db: str, dedup: Dedup, conds: list[str]) -> str:
     return f"SELECT {cols} FROM (SELECT {cols} FROM {db}.events WHERE {where} LIMIT 1 BY event_id)"  # noqa: S608
 
 
+TARGET_TABLE = "events_by_target"  # 0010: (target_id, occurred_at, org_id, event_id) sorted by target
+
+
+def target_windows(f: Filters, sort: SortField, limit: int, factor: int = 16) -> list[int | None]:
+    """Candidate windows for a target-id page: the newest ``limit``, ``limit * factor``, then all.
+
+    A window of n takes the first n keys of the target in page order from ``events_by_target``; the
+    page read from ``events`` within it is the true page as soon as it is full (every matching event
+    before the window's last key is in the window). ``None`` = every key of the target: complete by
+    itself. Only the occurred_at sort can take a prefix (the side table is in that order).
+    """
+    if f.target_id is None:
+        return []
+    if sort != "occurred_at":
+        return [None]
+    return [limit, limit * factor, None]
+
+
+def target_condition(
+    db: str,
+    f: Filters,
+    scope: Scope,
+    order: Order,
+    cursor_key: list[Any] | None,
+    window: int | None,
+) -> tuple[str, dict[str, Any]]:
+    """``(org_id, occurred_at, event_id) IN`` the target's keys from ``events_by_target``.
+
+    It only narrows: the caller keeps every filter and the scope on ``events``, and the primary key of
+    ``events`` prunes the read to the granules holding those keys. The org, time and cursor conditions
+    are repeated inside (same parameter names and types as :func:`where_clause` / :func:`keyset_condition`)
+    so a window holds only keys that can be on the page. Keys of rows deleted from ``events`` (archives,
+    retention) may remain in the side table; they match nothing, and a short window falls through.
+    ``cursor_key`` must be an occurred_at-sort key (occurred_at, event_id) when a window is given.
+    """
+    conds = ["target_id = {target_id:String}"]
+    params: dict[str, Any] = {"target_id": f.target_id}
+    if scope.org is not None:
+        conds.append("org_id = {scope_org:String}")
+        params["scope_org"] = scope.org
+    if f.org is not None:
+        conds.append("org_id = {org:String}")
+        params["org"] = f.org
+    if f.since is not None:
+        conds.append("occurred_at >= {since:DateTime64(3, 'UTC')}")
+        params["since"] = f.since
+    if f.until is not None:
+        conds.append("occurred_at < {until:DateTime64(3, 'UTC')}")
+        params["until"] = f.until
+    tail = ""
+    if window is not None:
+        if cursor_key is not None:
+            kc, kp = keyset_condition("occurred_at", order, cursor_key)
+            conds += kc
+            params.update(kp)
+        d = "DESC" if order == "desc" else "ASC"
+        tail = f" ORDER BY occurred_at {d}, event_id {d} LIMIT 1 BY event_id LIMIT {{target_window:UInt32}}"
+        params["target_window"] = window
+    sub = f"SELECT org_id, occurred_at, event_id FROM {db}.{TARGET_TABLE} WHERE {' AND '.join(conds)}{tail}"  # noqa: S608 - constants only
+    return f"(org_id, occurred_at, event_id) IN ({sub})", params
+
+
 def page_query(
     db: str,
     f: Filters,
@@ -315,13 +377,23 @@ def page_query(
     cursor_key: list[Any] | None,
     dedup: Dedup = "final",
     columns: list[str] | None = None,
+    target_window: int | None | Literal["off"] = "off",
 ) -> tuple[str, dict[str, Any]]:
-    """One page (``limit`` rows; fetch limit+1 to know whether there is a next page)."""
+    """One page (``limit`` rows; fetch limit+1 to know whether there is a next page).
+
+    ``target_window`` (with a target_id filter): narrow through ``events_by_target`` to that many
+    candidate keys (``None``: all of the target's keys); ``"off"``: plain query.
+    """
     conds, params = where_clause(f, scope)
     if cursor_key is not None:
         kc, kp = keyset_condition(sort, order, cursor_key)
         conds += kc
         params.update(kp)
+    if target_window != "off" and f.target_id is not None:
+        window = target_window if sort == "occurred_at" else None
+        tc, tp = target_condition(db, f, scope, order, cursor_key, window)
+        conds.append(tc)
+        params.update(tp)
     cols = columns or SUMMARY_COLUMNS
     sql = f"{_select(cols, db, dedup, conds)} ORDER BY {order_by(sort, order)} LIMIT {{limit:UInt32}}"
     params["limit"] = limit
