@@ -120,7 +120,7 @@ class SinkSettings(BaseModel):
     batch_max_seconds: float = Field(default=1.0, gt=0)
     retry_initial_backoff_s: float = Field(default=0.5, gt=0)
     session_timeout_s: float = Field(
-        default=30.0,
+        default=10.0,
         ge=6,
         le=300,
         description="Consumer group session: how soon a dead sink's partitions move",
