@@ -123,6 +123,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     proc = start_api("auto")
     results = []
+    plain_target: tuple[str, float, float] | None = None
     try:
         http = httpx.Client(base_url=f"http://127.0.0.1:{PORT}", headers={"Authorization": f"Bearer {TOKEN}"})
         # a cursor 40 pages (2,000 events) deep
@@ -155,6 +156,17 @@ def main() -> int:
                     if i >= 1:
                         direct[dedup].append((time.perf_counter() - t) * 1000)
             results.append((name, rows, lat, direct, chosen, other))
+            if params.get("target_id"):  # the same run without events_by_target (the plain query, pre-0010)
+                sql, sp = Q.page_query(
+                    DB, filters_of(params), Q.Scope(), "occurred_at", "desc", 51, None, chosen
+                )
+                plain = []
+                for i in range(max(5, args.iterations // 2) + 1):
+                    t = time.perf_counter()
+                    ch.query(sql, parameters=sp)
+                    if i >= 1:
+                        plain.append((time.perf_counter() - t) * 1000)
+                plain_target = (name, statistics.median(plain), pct(plain, 95))
     finally:
         proc.terminate()
         proc.wait(10)
@@ -169,6 +181,11 @@ def main() -> int:
         ok = "ok" if p95 < 150 else "MISS"
         print(
             f"{name:<34} {rows:>5} {p50:>7.1f} {p95:>7.1f} {chosen:>8} {ceil:>8.1f} {p50 / ceil:>6.2f} {oth:>16}  {ok}"  # noqa: E501
+        )
+    if plain_target:
+        name, p50, p95 = plain_target
+        print(
+            f"\n{name}, plain query on events without events_by_target (direct): p50 {p50:.1f}  p95 {p95:.1f}"
         )
     print("\nceiling = p50 of the same SQL sent straight to ClickHouse (no API); ratio = API p50 / ceiling;")
     print("other dedup = p50 of the same question with the other de-duplication strategy (direct)")
