@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 
 import pytest
@@ -14,13 +15,26 @@ from services.common.stack.manager import CH_MARKER, KAFKA_MARKER, Stack
 from services.common.stack.process import alive, read_pid
 
 
+def free_ports(n: int) -> list[int]:
+    """Ports nobody listens on now (so a concurrent run of this test cannot collide with this one)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 @pytest.mark.kafka
 @pytest.mark.clickhouse
 def test_up_twice_status_kill_and_recover_down(tmp_path) -> None:
+    kafka, controller, ch = free_ports(3)
     s = load_settings(
-        kafka_bootstrap="127.0.0.1:19392",
-        clickhouse_url="http://127.0.0.1:18423",
-        stack={"state_dir": tmp_path / "stack", "kafka_controller_port": 19393, "kafka_heap": "384m"},
+        kafka_bootstrap=f"127.0.0.1:{kafka}",
+        clickhouse_url=f"http://127.0.0.1:{ch}",
+        stack={"state_dir": tmp_path / "stack", "kafka_controller_port": controller, "kafka_heap": "512m"},
     )
     stack = Stack(s)
     try:

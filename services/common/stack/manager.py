@@ -269,9 +269,13 @@ class Stack:
                 break
             for c in st:
                 if c.pid is None:
-                    log = (self.kdir if c.component == "kafka" else self.cdir) / "stdout.log"
-                    tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
-                    raise StackError(f"{c.component} exited during start: " + " | ".join(tail))
+                    d = self.kdir if c.component == "kafka" else self.cdir
+                    tail: list[str] = []
+                    for log in (d / "stdout.log", d / "logs" / "server.log"):
+                        if log.exists():
+                            lines = log.read_text(errors="replace").strip().splitlines()
+                            tail += [x for x in lines if "ERROR" in x or "Exception" in x][-2:] or lines[-2:]
+                    raise StackError(f"{c.component} exited during start: " + " | ".join(tail)[:600])
             if time.monotonic() > deadline:
                 bad = ", ".join(c.component for c in st if not c.healthy)
                 raise StackError(f"timed out after {timeout_s:.0f}s waiting for {bad} to answer")
