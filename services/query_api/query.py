@@ -308,19 +308,59 @@ def _select(columns: list[str], db: str, dedup: Dedup, conds: list[str]) -> str:
 TARGET_TABLE = "events_by_target"  # 0010: (target_id, occurred_at, org_id, event_id) sorted by target
 
 
-def target_windows(f: Filters, sort: SortField, limit: int, factor: int = 16) -> list[int | None]:
+def target_windows(
+    f: Filters, sort: SortField, limit: int, candidates: int | None = None, factor: int = 16
+) -> list[int | None]:
     """Candidate windows for a target-id page: the newest ``limit``, ``limit * factor``, then all.
 
     A window of n takes the first n keys of the target in page order from ``events_by_target``; the
     page read from ``events`` within it is the true page as soon as it is full (every matching event
     before the window's last key is in the window). ``None`` = every key of the target: complete by
     itself. Only the occurred_at sort can take a prefix (the side table is in that order).
+    ``candidates`` (from :func:`target_count_query`, capped at ``limit * factor + 1``): windows that
+    would already hold every key are skipped, so a target with few events costs one query on events.
     """
     if f.target_id is None:
         return []
     if sort != "occurred_at":
         return [None]
-    return [limit, limit * factor, None]
+    out: list[int | None] = [w for w in (limit, limit * factor) if candidates is None or candidates > w]
+    return [*out, None]
+
+
+def _target_where(
+    f: Filters, scope: Scope, order: Order, cursor_key: list[Any] | None
+) -> tuple[list[str], dict[str, Any]]:
+    conds = ["target_id = {target_id:String}"]
+    params: dict[str, Any] = {"target_id": f.target_id}
+    if scope.org is not None:
+        conds.append("org_id = {scope_org:String}")
+        params["scope_org"] = scope.org
+    if f.org is not None:
+        conds.append("org_id = {org:String}")
+        params["org"] = f.org
+    if f.since is not None:
+        conds.append("occurred_at >= {since:DateTime64(3, 'UTC')}")
+        params["since"] = f.since
+    if f.until is not None:
+        conds.append("occurred_at < {until:DateTime64(3, 'UTC')}")
+        params["until"] = f.until
+    if cursor_key is not None:
+        kc, kp = keyset_condition("occurred_at", order, cursor_key)
+        conds += kc
+        params.update(kp)
+    return conds, params
+
+
+def target_count_query(
+    db: str, f: Filters, scope: Scope, order: Order, cursor_key: list[Any] | None, cap: int
+) -> tuple[str, dict[str, Any]]:
+    """How many distinct candidate keys the target has (stops counting at ``cap``); occurred_at sort."""
+    conds, params = _target_where(f, scope, order, cursor_key)
+    params["target_cap"] = cap
+    where = " AND ".join(conds)
+    sub = f"SELECT DISTINCT event_id FROM {db}.{TARGET_TABLE} WHERE {where} LIMIT {{target_cap:UInt32}}"  # noqa: S608
+    return f"SELECT count() FROM ({sub})", params  # noqa: S608 - constants only
 
 
 def target_condition(
@@ -340,26 +380,9 @@ def target_condition(
     retention) may remain in the side table; they match nothing, and a short window falls through.
     ``cursor_key`` must be an occurred_at-sort key (occurred_at, event_id) when a window is given.
     """
-    conds = ["target_id = {target_id:String}"]
-    params: dict[str, Any] = {"target_id": f.target_id}
-    if scope.org is not None:
-        conds.append("org_id = {scope_org:String}")
-        params["scope_org"] = scope.org
-    if f.org is not None:
-        conds.append("org_id = {org:String}")
-        params["org"] = f.org
-    if f.since is not None:
-        conds.append("occurred_at >= {since:DateTime64(3, 'UTC')}")
-        params["since"] = f.since
-    if f.until is not None:
-        conds.append("occurred_at < {until:DateTime64(3, 'UTC')}")
-        params["until"] = f.until
+    conds, params = _target_where(f, scope, order, cursor_key if window is not None else None)
     tail = ""
     if window is not None:
-        if cursor_key is not None:
-            kc, kp = keyset_condition("occurred_at", order, cursor_key)
-            conds += kc
-            params.update(kp)
         d = "DESC" if order == "desc" else "ASC"
         tail = f" ORDER BY occurred_at {d}, event_id {d} LIMIT 1 BY event_id LIMIT {{target_window:UInt32}}"
         params["target_window"] = window

@@ -182,6 +182,14 @@ def test_target_windows_and_condition_are_parameterised() -> None:
     assert Q.target_windows(f, "occurred_at", 51) == [51, 51 * 16, None]
     assert Q.target_windows(f, "action", 51) == [None]
     assert Q.target_windows(Q.Filters(), "occurred_at", 51) == []
+    # candidate count known: windows that would already hold every key are skipped
+    assert Q.target_windows(f, "occurred_at", 51, 0) == [None]
+    assert Q.target_windows(f, "occurred_at", 51, 51) == [None]
+    assert Q.target_windows(f, "occurred_at", 51, 52) == [51, None]
+    assert Q.target_windows(f, "occurred_at", 51, 816) == [51, None]
+    assert Q.target_windows(f, "occurred_at", 51, 817) == [51, 816, None]
+    cq, cp = Q.target_count_query("db", f, Q.Scope(), "asc", None, 817)
+    assert "x' OR" not in cq and cp["target_id"] == f.target_id and cp["target_cap"] == 817
     sql, p = Q.target_condition(
         "db", f, Q.Scope(org="s"), "desc", [NOW, "00000000-0000-0000-0000-000000000000"], 51
     )
@@ -189,3 +197,11 @@ def test_target_windows_and_condition_are_parameterised() -> None:
     assert "{scope_org:String}" in sql and "{org:String}" in sql and "{k1:UUID}" in sql
     sql_all, p_all = Q.target_condition("db", f, Q.Scope(), "desc", None, None)
     assert "LIMIT" not in sql_all and "target_window" not in p_all
+
+
+def test_unknown_target_finds_nothing(client, target_loaded) -> None:  # noqa: ANN001
+    assert fetch_all(client, target_id="svc-none") == []
+    assert fetch_all(client, target_id="svc-none", sort="action") == []
+    assert [e["event_id"] for e in fetch_all(client, target_id="svc-1")] == [
+        str(e.event_id) for e in target_loaded if e.target.id == "svc-1"
+    ]

@@ -69,7 +69,13 @@ def list_events(
     # A target id: narrow through events_by_target (0010), newest candidate keys first, then all keys.
     windows: list[tuple[Q.Filters, int | None | Literal["off"]]]
     if filters.target_id is not None:
-        windows = [(filters, w) for w in Q.target_windows(filters, sort, size + 1)]
+        n = None
+        if sort == "occurred_at":  # how many candidate keys at all: skip windows that would hold them all
+            cq, cp = Q.target_count_query(
+                settings.clickhouse_database, filters, principal.scope, order, key, (size + 1) * 16 + 1
+            )
+            n = int(client.query(cq, parameters=cp, settings=ch_settings(settings)).result_rows[0][0])
+        windows = [(filters, w) for w in Q.target_windows(filters, sort, size + 1, n)]
     elif newest_first:
         windows = [(f, "off") for f in Q.probe_windows(filters, anchor)]
     else:
