@@ -195,3 +195,29 @@ async def topic_end_offsets(settings: Settings, topic: str) -> dict[int, int]:
         return {tp.partition: off for tp, off in ends.items()}
     finally:
         await consumer.stop()
+
+
+async def group_lag(settings: Settings, group: str, topic: str) -> dict[int, int]:
+    """{partition: messages not yet committed by ``group``} for ``topic`` (from the broker's view)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **_security(settings))
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    ends = await topic_end_offsets(settings, topic)
+    done = {tp.partition: om.offset for tp, om in committed.items() if tp.topic == topic}
+    return {p: max(0, end - max(0, done.get(p, 0))) for p, end in ends.items()}
+
+
+async def report_group_lag(
+    settings: Settings, service: str, group: str, topic: str, every_s: float = 10.0
+) -> None:
+    """Keep :data:`CONSUMER_LAG` current for a group whose consumer we do not own (e.g. faust's)."""
+    while True:
+        try:
+            for p, lag in (await group_lag(settings, group, topic)).items():
+                CONSUMER_LAG.labels(service, group, topic, str(p)).set(lag)
+        except Exception:  # noqa: BLE001, S110 - broker away: keep the last value, try again
+            pass
+        await asyncio.sleep(every_s)

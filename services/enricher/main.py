@@ -9,7 +9,7 @@ import faust
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.topics import DEADLETTER, EVENTS, RAW, TopicSpec, load_topics
-from services.common.kafka import _security, ensure_topics, kafka_ready
+from services.common.kafka import _security, ensure_topics, kafka_ready, report_group_lag
 from services.common.logging import configure_logging, get_logger, log
 from services.common.runtime import serve_health
 from services.common.settings import Settings
@@ -58,6 +58,8 @@ def run(settings: Settings) -> int:
         return ok, {"kafka": ok, "assigned_partitions": assigned}
 
     loop.run_until_complete(serve_health(es.web_host, es.web_port, ready, "enricher"))
+    # faust owns the consumer: report the group's lag from the broker's committed offsets.
+    lag_task = loop.create_task(report_group_lag(settings, "enricher", es.consumer_group, es.raw_topic))  # noqa: F841, RUF006
     log(
         logger,
         logging.INFO,

@@ -88,3 +88,29 @@ def test_migrate_twice_second_applies_nothing(clickhouse_settings) -> None:
         assert {"events", "events_dedup", "schema_migrations", "org_settings"} <= tables
     finally:
         client.command(f"DROP DATABASE IF EXISTS {db} SYNC")
+
+
+@pytest.mark.kafka
+async def test_group_lag_from_committed_offsets(kafka_settings, topic_names) -> None:
+    from aiokafka import TopicPartition
+
+    from services.common.kafka import group_lag
+
+    topic = topic_names(RAW, partitions=1)[RAW]
+    producer = make_producer(kafka_settings)
+    await producer.start()
+    try:
+        for i in range(10):
+            await (await producer.send(topic, b"{}", key=b"k"))
+    finally:
+        await producer.stop()
+    group = f"lag-{uuid.uuid4().hex[:6]}"
+    assert sum((await group_lag(kafka_settings, group, topic)).values()) == 10  # nothing committed yet
+    consumer = make_consumer(kafka_settings, topic, group_id=group)
+    await consumer.start()
+    try:
+        await consumer.getmany(timeout_ms=5000)
+        await consumer.commit({TopicPartition(topic, 0): 4})
+    finally:
+        await consumer.stop()
+    assert await group_lag(kafka_settings, group, topic) == {0: 6}
