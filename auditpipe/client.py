@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import httpx
 
-from auditpipe.wire import encode, encode_value
+from auditpipe.wire import DURABLE_PRODUCER_CONFIG, encode, encode_value
 from schemas.events_v1 import RawEvent
 from schemas.topics import RAW
 
@@ -126,16 +126,7 @@ class KafkaTransport:
 
         if self._producer is not None:
             return
-        kw: dict[str, Any] = dict(
-            bootstrap_servers=self.bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            compression_type="lz4",
-            linger_ms=5,
-            max_batch_size=1024 * 1024,
-            max_request_size=8 * 1024 * 1024,
-            request_timeout_ms=30_000,
-        )
+        kw: dict[str, Any] = {"bootstrap_servers": self.bootstrap, **DURABLE_PRODUCER_CONFIG}
         kw.update(self.options)
         p = AIOKafkaProducer(**kw)
         try:

@@ -13,6 +13,18 @@ from schemas.events_v1 import SCHEMA_VERSION, RawEvent
 
 CONTENT_TYPE = b"application/json"
 
+# How every auditpipe producer talks to Kafka (ingest, services, the client in Kafka mode): durable
+# (acks=all, idempotent), compressed, batched. Written once; callers add bootstrap servers and overrides.
+DURABLE_PRODUCER_CONFIG: dict[str, Any] = {
+    "acks": "all",
+    "enable_idempotence": True,
+    "compression_type": "lz4",
+    "linger_ms": 5,
+    "max_batch_size": 1024 * 1024,
+    "max_request_size": 8 * 1024 * 1024,
+    "request_timeout_ms": 30_000,
+}
+
 
 def encode_value(event: RawEvent) -> bytes:
     """The message value: compact UTF-8 JSON without null fields (pydantic JSON mode, in Rust)."""

@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from auditpipe.wire import DURABLE_PRODUCER_CONFIG
 from schemas.events_v1 import DeadLetter
 from schemas.topics import DEADLETTER, TopicSpec, load_topics
 from services.common.metrics import CONSUMER_LAG
@@ -32,18 +33,12 @@ def _security(settings: Settings) -> dict[str, Any]:
 
 def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     """A durable producer: acks=all, idempotence, compression, batching."""
-    kw: dict[str, Any] = dict(
-        bootstrap_servers=settings.bootstrap_servers,
-        acks="all",
-        enable_idempotence=True,
-        compression_type="lz4",
-        linger_ms=5,
-        max_batch_size=1024 * 1024,
-        max_request_size=8 * 1024 * 1024,
-        request_timeout_ms=30_000,
-        retry_backoff_ms=100,
+    kw: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        **DURABLE_PRODUCER_CONFIG,
+        "retry_backoff_ms": 100,
         **_security(settings),
-    )
+    }
     kw.update(overrides)
     return AIOKafkaProducer(**kw)
 
