@@ -42,6 +42,15 @@ def _retrieve(f: asyncio.Future) -> None:
         f.exception()
 
 
+# Producer states an idempotent aiokafka producer does not recover from by itself.
+FATAL_PRODUCER_ERRORS = (
+    "OutOfOrderSequenceNumber",
+    "UnknownProducerId",
+    "InvalidProducerEpoch",
+    "ProducerFenced",
+)
+
+
 class Publisher:
     def __init__(self, settings: Settings, topic: str) -> None:
         self.settings = settings
@@ -50,6 +59,7 @@ class Publisher:
         self._starter: asyncio.Task[None] | None = None
         self._closing = False
         self._stalled: set[asyncio.Future] = set()  # unacknowledged sends of requests answered 503
+        self._background: set[asyncio.Task] = set()
 
     @property
     def started(self) -> bool:
@@ -134,7 +144,26 @@ class Publisher:
             if not f.done():
                 self._stalled.add(f)
                 f.add_done_callback(self._stalled.discard)
+        if error is not None and any(name in error for name in FATAL_PRODUCER_ERRORS):
+            self._replace_producer(producer, error)
         return Outcome(accepted, rejected, error)
+
+    def _replace_producer(self, old: AIOKafkaProducer, reason: str) -> None:
+        """An idempotent producer whose sequence state broke (e.g. OutOfOrderSequenceNumber after a broker
+        restart, aio-libs/aiokafka#1017) never recovers by itself: start a new one (new producer id, fresh
+        sequences). The events it did not deliver were answered 503; clients resend them."""
+        if self._producer is not old or self._closing:
+            return
+        self._producer = None
+        log(logger, logging.WARNING, "kafka producer reset after a fatal send error", reason=reason)
+
+        async def stop_old() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.stop(), 10)
+
+        self._background = {t for t in self._background if not t.done()}
+        self._background.add(asyncio.create_task(stop_old()))
+        self._starter = asyncio.create_task(self._start_loop())
 
     async def close(self) -> None:
         self._closing = True

@@ -263,11 +263,18 @@ class Stack:
         self.ch_up()
         self.kafka_up()
         deadline = time.monotonic() + timeout_s
+        retried: set[str] = set()
         while True:
             st = self.status()
             if all(c.healthy for c in st):
                 break
             for c in st:
+                if c.pid is None and c.component not in retried:
+                    # A JVM or server that died silently during start (seen rarely while other servers
+                    # start on the same 2 cores) gets one more start; its data is intact.
+                    retried.add(c.component)
+                    (self.kafka_up if c.component == "kafka" else self.ch_up)()
+                    continue
                 if c.pid is None:
                     d = self.kdir if c.component == "kafka" else self.cdir
                     tail: list[str] = []
