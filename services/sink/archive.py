@@ -181,18 +181,40 @@ def _ch_checksum(client: Any, db: str, params: dict[str, Any]) -> tuple[int, int
     return int(n), int(s) & MASK64
 
 
+# Tables holding whole listing rows of events, deleted from with it (0011 events_by_time: free-text search
+# across orgs answers from there alone). events_by_target (0010) holds keys only and is not cleaned: its
+# stale keys match nothing in events.
+_COPIES = ("events_by_time",)
+
+
 def _delete_rows(client: Any, db: str, params: dict[str, Any]) -> None:
-    """Lightweight DELETE of exactly the archived rows (same filter); ALTER ... DELETE when refused."""
+    """Delete exactly the archived rows (same filter) from the copies, then from events.
+
+    Copies first: if the job dies in between, events still holds the day, the next run archives and
+    deletes it again, and no search shows an event whose row is gone.
+    """
+    for table in (*_COPIES, "events"):
+        _delete_from(client, db, table, params)
+
+
+def _delete_from(client: Any, db: str, table: str, params: dict[str, Any]) -> None:
+    """Lightweight DELETE; ALTER ... DELETE (a synchronous mutation) when refused."""
     try:
         client.command(
-            f"DELETE FROM {db}.events WHERE {_DAY_FILTER}",  # noqa: S608 - db from settings; values bound
+            f"DELETE FROM {db}.{table} WHERE {_DAY_FILTER}",  # noqa: S608 - names are constants; values bound
             parameters=params,
             settings={"lightweight_deletes_sync": 2, "lightweight_mutation_projection_mode": "rebuild"},
         )
     except Exception as e:  # noqa: BLE001 - e.g. projections on older servers: fall back to a mutation
-        log(logger, logging.WARNING, "lightweight delete refused; using ALTER DELETE", error=str(e)[:200])
+        log(
+            logger,
+            logging.WARNING,
+            "lightweight delete refused; using ALTER DELETE",
+            table=table,
+            error=str(e)[:200],
+        )
         client.command(
-            f"ALTER TABLE {db}.events DELETE WHERE {_DAY_FILTER}",  # noqa: S608
+            f"ALTER TABLE {db}.{table} DELETE WHERE {_DAY_FILTER}",  # noqa: S608
             parameters=params,
             settings={"mutations_sync": 2},
         )

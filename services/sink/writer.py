@@ -54,7 +54,12 @@ def insert_batch(client: Client, table: str, rows: list[list[Any]], token: str) 
                 table,
                 rows[lo:hi],
                 column_names=COLUMNS,
-                settings={"insert_deduplication_token": tok, "insert_deduplicate": 1},
+                # a retried batch (same token) reaches events and every view's table exactly once
+                settings={
+                    "insert_deduplication_token": tok,
+                    "insert_deduplicate": 1,
+                    "deduplicate_blocks_in_dependent_materialized_views": 1,
+                },
             )
             inserted += hi - lo
         except Exception as e:

@@ -27,6 +27,11 @@ TOKENS = {
         "acme-web-prod-token-0123456789",
         dict(roles=["EventView"], org="org-acme", projects=["proj-web"], environments=["env-production"]),
     ),
+    # projects/environments without an org (a platform-wide "production web" reader)
+    "web_prod": (
+        "web-prod-token-0123456789",
+        dict(roles=["EventView"], projects=["proj-web"], environments=["env-production"]),
+    ),
     "norole": ("norole-token-0123456789", dict(roles=[])),
 }
 

@@ -305,12 +305,13 @@ def test_probe_windows_grow_and_end_with_the_whole_query() -> None:
     assert probe_windows(Filters(), NOW)[-1] == Filters()
 
 
-def test_search_newest_first_pages_across_probe_windows(client, insert) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("token", ["acme", "viewer"])  # one org: probe windows on events; all: events_by_time
+def test_search_newest_first_pages_across_probe_windows(client, insert, token) -> None:  # noqa: ANN001
     # matches spread from minutes to weeks ago: pages must come out complete and in order
     evs = [make_event(i, occurred_at=NOW - timedelta(hours=i * i), change=f"needle {i}") for i in range(40)]
     evs += [make_event(100 + i, occurred_at=NOW - timedelta(minutes=i)) for i in range(40)]
     insert(evs)
-    got = fetch_all(client, q="NEEDLE", limit=7)
+    got = fetch_all(client, token, q="NEEDLE", limit=7)
     assert [e["event_id"] for e in got] == [str(e.event_id) for e in evs[:40]]
 
 

@@ -11,6 +11,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response, StreamingResponse
 
+from services.common.settings import Settings
 from services.query_api import query as Q
 from services.query_api.deps import (
     ClientDep,
@@ -68,6 +69,7 @@ def list_events(
     anchor = key[0] if (key and sort == "occurred_at") else (filters.until or datetime.now(UTC))
     # A target id: narrow through events_by_target (0010), newest candidate keys first, then all keys.
     windows: list[tuple[Q.Filters, int | None | Literal["off"]]]
+    rows: list[dict[str, Any]] = []
     if filters.target_id is not None:
         n = None
         if sort == "occurred_at":  # how many candidate keys at all: skip windows that would hold them all
@@ -76,6 +78,9 @@ def list_events(
             )
             n = int(client.query(cq, parameters=cp, settings=ch_settings(settings)).result_rows[0][0])
         windows = [(filters, w) for w in Q.target_windows(filters, sort, size + 1, n)]
+    elif Q.use_time_table(filters, principal.scope, sort):
+        windows = []  # free text across orgs: events_by_time (0011), read in time order
+        rows = _time_table_page(client, settings, filters, principal.scope, order, size + 1, key, cols)
     elif newest_first:
         windows = [(f, "off") for f in Q.probe_windows(filters, anchor)]
     else:
@@ -94,6 +99,34 @@ def list_events(
     events = [{k: _jsonable(v) for k, v in r.items() if k in Q.SUMMARY_COLUMNS} for r in rows]
     body = {"events": events, "next_cursor": nxt, "sort": sort, "order": order, "limit": size}
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+def _time_table_page(
+    client: Any,
+    settings: Settings,
+    filters: Q.Filters,
+    scope: Q.Scope,
+    order: Q.Order,
+    want: int,
+    key: list[Any] | None,
+    cols: list[str],
+) -> list[dict[str, Any]]:
+    """The first ``want`` distinct events in time order from ``events_by_time``.
+
+    Fetches a few rows more than wanted; duplicates (redelivery, adjacent in this order) are dropped, and
+    only when they left the page short while more rows exist is the fetch repeated, four times larger.
+    """
+    fetch = want + 16
+    while True:
+        sql, params = Q.time_table_query(
+            settings.clickhouse_database, filters, scope, order, fetch, key, cols
+        )
+        res = client.query(sql, parameters=params, settings=ch_settings(settings))
+        raw = [dict(zip(res.column_names, r, strict=True)) for r in res.result_rows]
+        rows = Q.distinct_rows(raw)
+        if len(rows) >= want or len(raw) < fetch:
+            return rows[:want]
+        fetch *= 4
 
 
 @router.get("/facets", summary="Counts per action, actor, source and target type")
