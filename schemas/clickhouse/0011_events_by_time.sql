@@ -11,7 +11,7 @@
 -- Rows removed from events by the archive job are removed here first (services/sink/archive.py).
 -- Duplicates (redelivery) share (occurred_at, event_id), are adjacent in every read and collapse on merge;
 -- the API skips adjacent repeats. Text indexes are GA from ClickHouse 26.2.
--- Cost on the benchmark's 10M events: ~610 MB of columns + ~500 MB of index (events: ~2.7 GB).
+-- Cost on the benchmark's 10M events: ~640 MB of columns + ~500 MB of index (events: 2.6 GB).
 CREATE TABLE IF NOT EXISTS ${db}.events_by_time
 (
     occurred_at     DateTime64(3, 'UTC'),
