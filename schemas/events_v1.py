@@ -198,3 +198,21 @@ def parse_enriched(data: bytes | str | dict[str, Any]) -> EnrichedEvent:
     if isinstance(data, dict):
         return EnrichedEvent.model_validate(data)
     return EnrichedEvent.model_validate_json(data)
+
+
+class OrgSwitch(BaseModel):
+    """An organisation's audit switch as set through the query API (topic ``audit.org-switch.v1``).
+
+    Compacted, keyed by org_id: the latest record per org is the state. Written by the query API
+    (``PUT /api/settings/retention``, after its audit event was acknowledged); followed by every enricher
+    worker, which stores no event of an org whose latest record says ``audit_enabled: false`` (nor of an
+    org listed in ``enricher.audit_disabled_orgs``).
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: Literal[1] = 1
+    org_id: IdStr
+    audit_enabled: bool
+    changed_by: str = Field(description="Principal that made the change")
+    changed_at: datetime

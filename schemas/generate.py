@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from schemas.events_v1 import DeadLetter, EnrichedEvent, RawEvent
+from schemas.events_v1 import DeadLetter, EnrichedEvent, OrgSwitch, RawEvent
 
 HERE = Path(__file__).parent
 OUT = HERE / "jsonschema"
@@ -17,6 +17,7 @@ MODELS = {
     "raw_event.v1.json": RawEvent,
     "enriched_event.v1.json": EnrichedEvent,
     "dead_letter.v1.json": DeadLetter,
+    "org_switch.v1.json": OrgSwitch,
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -12,6 +12,7 @@ HERE = Path(__file__).parent
 RAW = "audit.raw.v1"
 EVENTS = "audit.events.v1"
 DEADLETTER = "audit.deadletter.v1"
+ORG_SWITCH = "audit.org-switch.v1"
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,11 @@ class TopicSpec:
     producers: list[str]
     consumers: list[str]
     schema: str
+    cleanup_policy: str = "delete"
+
+    def configs(self) -> dict[str, str]:
+        """Topic configs for creating it."""
+        return {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy}
 
 
 def load_topics() -> dict[str, TopicSpec]:
@@ -39,5 +45,11 @@ def load_topics() -> dict[str, TopicSpec]:
             producers=list(d.get("producers", [])),
             consumers=list(d.get("consumers", [])),
             schema=str(d["schema"]),
+            cleanup_policy=str(d.get("cleanup_policy", "delete")),
         )
     return out
+
+
+def spec_as(logical: str, name: str) -> TopicSpec:
+    """The contract of topic ``logical`` under the configured (or a test's) ``name``."""
+    return replace(load_topics()[logical], name=name)

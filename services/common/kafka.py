@@ -85,7 +85,7 @@ async def ensure_topics(
                                 name=s.name,
                                 num_partitions=s.partitions,
                                 replication_factor=s.replication_factor,
-                                topic_configs={"retention.ms": str(s.retention_ms)},
+                                topic_configs=s.configs(),
                             )
                         ]
                     )

@@ -82,6 +82,11 @@ class EnricherSettings(BaseModel):
     state_topic: str = Field(
         default="audit.enricher.state.v1", min_length=1, description="Compacted: last known org switch state"
     )
+    switch_topic: str = Field(
+        default="audit.org-switch.v1",
+        min_length=1,
+        description="Compacted: the org audit switch set through the query API (followed live)",
+    )
     data_dir: Path = Field(default=Path(".stack/enricher"), description="faust data directory")
     session_timeout_s: float = Field(default=10.0, ge=6.0, description="Kafka group session timeout")
     commit_interval_s: float = Field(default=1.0, gt=0, description="faust offset commit interval")
@@ -175,6 +180,9 @@ class QueryApiSettings(BaseModel):
         "skip index drives the query: target_id or q; FINAL otherwise; see docs/query_api.md)",
     )
     audit_topic: str = Field(default="audit.raw.v1", description="Where audit events of sensitive actions go")
+    switch_topic: str = Field(
+        default="audit.org-switch.v1", description="Where the org audit switch is published for the enricher"
+    )
     facet_top: int = Field(default=20, ge=1, le=1000, description="Values per facet")
 
 

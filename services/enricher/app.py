@@ -10,7 +10,8 @@ Source -> steps -> sink:
   in-flight window); faust commits the consecutive acked prefix every ``commit_interval_s``.
 - steps: :class:`services.enricher.rules.enrich.Enricher` (pure) decides Enriched / Suppressed / Dead.
 - sink: the events topic (key = org_id), the dead-letter topic, or the ``suppressed_daily`` table
-  (key = ``org_id|YYYY-MM-DD``, changelog-backed) when the org has audit switched off.
+  (key = ``org_id|YYYY-MM-DD``, changelog-backed) when the org has audit switched off (in settings, or
+  through the query API: :class:`services.enricher.switch.SwitchFollower` follows that topic live).
 
 A failing send is retried with back-off until it succeeds or the worker stops; the event is not acked
 meanwhile, so a stop leaves it uncommitted and it is processed again after restart (at least once).
@@ -36,6 +37,7 @@ from services.common.logging import get_logger, log
 from services.common.settings import Settings
 from services.enricher import metrics
 from services.enricher.rules.enrich import Dead, Enriched, Enricher, Suppressed
+from services.enricher.switch import SwitchFollower
 
 logger = get_logger("services.enricher")
 
@@ -174,6 +176,12 @@ def create_app(settings: Settings, raw_partitions: int) -> faust.App:
     raw_topic = app.topic(es.raw_topic, key_type=bytes, value_type=bytes, value_serializer="raw")
     suppressed = app.Table("suppressed_daily", default=int, partitions=raw_partitions)
     enricher = Enricher.from_settings(es)
+    # the org switch set through the query API, followed live (settings-listed orgs stay off regardless)
+    follower = SwitchFollower(settings, lambda off: setattr(enricher, "disabled_orgs", off))
+
+    @app.task
+    async def follow_switch() -> None:
+        await follower.run()
 
     async def produce(topic: str, key: bytes | None, value: bytes) -> Any:
         """faust's producer directly: Topic.send's PendingMessage/FutureMessage/sensor layers cost
@@ -186,6 +194,7 @@ def create_app(settings: Settings, raw_partitions: int) -> faust.App:
     async def enrich_raw(stream: faust.StreamT) -> None:
         manual = stream.noack()
         delivery.ack = manual.ack
+        await follower.ready.wait()  # no event before the switch state this worker restarts with
         async for event in manual.events():
             msg = event.message
             outcome = enricher.process(
@@ -236,4 +245,5 @@ def create_app(settings: Settings, raw_partitions: int) -> faust.App:
 
     app.enrich_raw = enrich_raw  # type: ignore[attr-defined]
     app.suppressed_daily = suppressed  # type: ignore[attr-defined]
+    app.switch_follower = follower  # type: ignore[attr-defined]
     return app

@@ -8,7 +8,7 @@ import logging
 import faust
 from aiokafka.admin import AIOKafkaAdminClient
 
-from schemas.topics import DEADLETTER, EVENTS, RAW, TopicSpec, load_topics
+from schemas.topics import DEADLETTER, EVENTS, ORG_SWITCH, RAW, spec_as
 from services.common.kafka import _security, ensure_topics, kafka_ready, report_group_lag
 from services.common.logging import configure_logging, get_logger, log
 from services.common.runtime import serve_health
@@ -22,11 +22,12 @@ logger = get_logger("services.enricher")
 async def prepare(settings: Settings) -> int:
     """Create missing topics, reconcile the org switch; return the raw topic's partition count."""
     es = settings.enricher
-    specs = load_topics()
-    wanted = []
-    for logical, real in ((RAW, es.raw_topic), (EVENTS, es.events_topic), (DEADLETTER, es.deadletter_topic)):
-        base = specs[logical]
-        wanted.append(TopicSpec(**{**base.__dict__, "name": real}))
+    wanted = [
+        spec_as(RAW, es.raw_topic),
+        spec_as(EVENTS, es.events_topic),
+        spec_as(DEADLETTER, es.deadletter_topic),
+        spec_as(ORG_SWITCH, es.switch_topic),
+    ]
     await ensure_topics(settings, wanted)
     changed = await reconcile(settings)
     if changed:

@@ -76,15 +76,14 @@ class AuditPublisher:
 
     async def publish(self, ev: RawEvent) -> None:
         """Send and wait for the broker's acknowledgement; AuditUnavailable when it cannot be had."""
+        await self.send(self.topic, ev.org_id, ev.model_dump_json(exclude_none=True).encode())
+
+    async def send(self, topic: str, key: str, value: bytes) -> None:
+        """Any record through the same durable producer (e.g. the org switch); AuditUnavailable on failure."""
         try:
             p = await self._get()
             await asyncio.wait_for(
-                p.send_and_wait(
-                    self.topic,
-                    ev.model_dump_json(exclude_none=True).encode(),
-                    key=ev.org_id.encode(),
-                    headers=JSON_HEADERS,
-                ),
+                p.send_and_wait(topic, value, key=key.encode(), headers=JSON_HEADERS),
                 self.timeout_s,
             )
         except Exception as e:  # noqa: BLE001 - any failure means "not audited"

@@ -31,6 +31,7 @@ def test_topic_init_script_creates_every_contract_topic_as_defined() -> None:
         assert partitions == spec.partitions, name
         assert retention == spec.retention_ms, name
         assert compression == spec.compression, name
+        assert ("cleanup.policy=compact" in _extra) == (spec.cleanup_policy == "compact"), name
     assert set(made) - set(specs) <= _extra_topics()
     state = Settings().enricher.state_topic
     assert "cleanup.policy=compact" in made[state][3]
@@ -55,5 +56,6 @@ def test_strimzi_topics_match_the_contract() -> None:
         assert d["spec"]["partitions"] == spec.partitions
         assert int(d["spec"]["config"]["retention.ms"]) == spec.retention_ms
         assert d["spec"]["config"]["compression.type"] == spec.compression
+        assert d["spec"]["config"].get("cleanup.policy", "delete") == spec.cleanup_policy, name
         assert d["spec"]["replicas"] >= 3 and d["spec"]["config"]["min.insync.replicas"] >= 2
     assert set(docs) - set(load_topics()) <= _extra_topics()

@@ -66,6 +66,7 @@ def enricher_env(topics: dict[str, str], suffix: str, port: int, **extra: str) -
         "AUDITPIPE_ENRICHER__EVENTS_TOPIC": topics[EVENTS],
         "AUDITPIPE_ENRICHER__DEADLETTER_TOPIC": topics[DEADLETTER],
         "AUDITPIPE_ENRICHER__STATE_TOPIC": f"test.enricher.state.{suffix}",
+        "AUDITPIPE_ENRICHER__SWITCH_TOPIC": f"test.org-switch.{suffix}",
         "AUDITPIPE_ENRICHER__CONSUMER_GROUP": f"test-enricher-{suffix}",
         "AUDITPIPE_ENRICHER__WEB_PORT": str(port),
         "AUDITPIPE_ENRICHER__DATA_DIR": f"/tmp/auditpipe-enricher-{suffix}",

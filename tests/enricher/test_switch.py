@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
+from datetime import UTC, datetime
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from schemas.events_v1 import EnrichedEvent
+from schemas.events_v1 import EnrichedEvent, OrgSwitch
 from schemas.integrity import verify
-from schemas.topics import EVENTS
+from schemas.topics import EVENTS, ORG_SWITCH, spec_as
+from services.common.kafka import ensure_topics
 from services.common.settings import Settings
-from services.enricher.switch import reconcile
-from tests.enricher.helpers import read_all
+from services.enricher.rules.enrich import effective_disabled, parse_org_switch
+from services.enricher.switch import SwitchFollower, reconcile
+from tests.enricher.helpers import produce, read_all
 
-pytestmark = pytest.mark.kafka
 
-
+@pytest.mark.kafka
 async def test_switch_off_on_is_audited_once_each(kafka_settings: Settings, topic_names) -> None:  # noqa: ANN001
     topics = topic_names(EVENTS)
     state = f"test.enricher.state.{uuid.uuid4().hex[:8]}"
@@ -43,3 +49,64 @@ async def test_switch_off_on_is_audited_once_each(kafka_settings: Settings, topi
     assert len({e["event_id"] for e in events}) == 3
     last = {k.decode(): orjson.loads(v)["audit_enabled"] for k, v in await read_all(state)}
     assert last == {"org-a": True, "org-b": False}
+
+
+# ---------------------------------------------------------------- the switch set through the query API
+def _rec(org: str, enabled: bool) -> tuple[bytes, bytes]:
+    rec = OrgSwitch(org_id=org, audit_enabled=enabled, changed_by="ana", changed_at=datetime.now(UTC))
+    return org.encode(), rec.model_dump_json().encode()
+
+
+def test_parse_org_switch_takes_only_a_record_for_its_key() -> None:
+    key, value = _rec("org-a", False)
+    assert parse_org_switch(key, value) == OrgSwitch.model_validate_json(value)
+    assert parse_org_switch(b"org-b", value) is None  # key and body disagree
+    assert parse_org_switch(None, value) is None
+    assert parse_org_switch(key, None) is None  # tombstone
+    assert parse_org_switch(key, b"{not json") is None
+    assert parse_org_switch(key, b'{"org_id": "org-a"}') is None  # audit_enabled missing
+    future = orjson.dumps({**orjson.loads(value), "reason": "incident 42"})  # unknown fields: ignored
+    assert parse_org_switch(key, future).audit_enabled is False
+
+
+orgs = st.sampled_from(["org-a", "org-b", "org-c", "org-d"])
+
+
+@given(settings_off=st.frozensets(orgs), api=st.dictionaries(orgs, st.booleans()))
+def test_effective_disabled_is_settings_plus_api_off(
+    settings_off: frozenset[str], api: dict[str, bool]
+) -> None:
+    got = effective_disabled(settings_off, api)
+    assert settings_off <= got  # the API cannot lift an operator's override
+    for org in ("org-a", "org-b", "org-c", "org-d"):
+        assert (org in got) == (org in settings_off or api.get(org) is False)
+
+
+@pytest.mark.kafka
+async def test_follower_loads_the_topic_then_follows_it_live(kafka_settings: Settings) -> None:
+    topic = f"test.org-switch.{uuid.uuid4().hex[:8]}"
+    es = kafka_settings.enricher.model_copy(
+        update={"switch_topic": topic, "audit_disabled_orgs": ["org-ops"]}
+    )
+    s = kafka_settings.model_copy(update={"enricher": es})
+    await ensure_topics(s, [spec_as(ORG_SWITCH, topic)])
+    await produce(
+        topic, [_rec("org-a", False), _rec("org-b", False), (b"org-c", b"garbage"), _rec("org-b", True)]
+    )
+    seen: list[frozenset[str]] = []
+    follower = SwitchFollower(s, seen.append)
+    task = asyncio.create_task(follower.run())
+    try:
+        await asyncio.wait_for(follower.ready.wait(), 20)
+        assert follower.disabled() == {"org-ops", "org-a"}
+        assert seen[-1] == {"org-ops", "org-a"}
+        await produce(topic, [_rec("org-c", False), _rec("org-a", True), _rec("org-ops", True)])
+        for _ in range(100):
+            if seen[-1] == {"org-ops", "org-c"}:
+                break
+            await asyncio.sleep(0.1)
+        assert seen[-1] == {"org-ops", "org-c"}  # org-ops stays off: settings win
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
-from schemas.events_v1 import DeadLetter, EnrichedEvent
+from schemas.events_v1 import DeadLetter, EnrichedEvent, OrgSwitch
 from schemas.integrity import verify
 from schemas.topics import DEADLETTER, EVENTS, RAW
 from tests.enricher.helpers import EnricherProcess, enricher_env, produce, read_all, topics_matching, wait_for
@@ -164,3 +166,49 @@ async def test_raw_in_enriched_out_dead_letters_and_canary_nowhere(topic_names, 
     assert "dead letter" in logs
     for secret in (canary, aws_canary, HMAC_KEY):
         assert secret not in logs, f"{secret[:8]}... found in the enricher's logs"
+
+
+async def test_switch_set_through_the_api_is_followed_live(topic_names, tmp_path: Path) -> None:  # noqa: ANN001
+    """org-quiet is switched off on the API's topic before start: its event is not stored; switched back
+    on while the worker runs: its next event is stored, without a restart."""
+    topics = topic_names(RAW, EVENTS, DEADLETTER)
+    suffix = uuid.uuid4().hex[:8]
+    env = enricher_env(topics, suffix, PORT + 2)
+    switch = env["AUDITPIPE_ENRICHER__SWITCH_TOPIC"]
+
+    def rec(enabled: bool) -> tuple[bytes, bytes]:
+        r = OrgSwitch(
+            org_id="org-quiet", audit_enabled=enabled, changed_by="ana", changed_at=datetime.now(UTC)
+        )
+        return b"org-quiet", r.model_dump_json().encode()
+
+    def raw(org: str) -> tuple[bytes, bytes]:
+        ev = {"event_id": str(uuid.uuid4()), "occurred_at": "2026-11-22T10:00:00Z", "org_id": org}
+        return org.encode(), orjson.dumps({**ev, "action": "project:update"})
+
+    await produce(switch, [rec(False)])  # auto-created here; the enricher's own start creates it compacted
+    a, b = raw("org-quiet"), raw("org-loud")
+    await produce(topics[RAW], [a, b])
+    proc = EnricherProcess(env, tmp_path / "enricher.log").start()
+    try:
+        recs = await wait_for(topics[EVENTS], lambda r: len(r) >= 1, timeout_s=60)
+        async with httpx.AsyncClient() as http:
+            for _ in range(100):  # org-quiet's event was processed: counted as not stored
+                metrics = (await http.get(f"http://127.0.0.1:{PORT + 2}/metrics")).text
+                if 'auditpipe_enricher_suppressed_events{day="2026-11-22",org_id="org-quiet"} 1.0' in metrics:
+                    break
+                await asyncio.sleep(0.2)
+        assert 'org_id="org-quiet"} 1.0' in metrics
+        await produce(switch, [rec(True)])
+        for _ in range(100):  # the follower logs each change it applies
+            if proc.logs().count("org audit switch") >= 2:
+                break
+            await asyncio.sleep(0.2)
+        c = raw("org-quiet")
+        await produce(topics[RAW], [c])
+        recs = await wait_for(topics[EVENTS], lambda r: len(r) >= 2, timeout_s=30)
+    finally:
+        code = proc.stop()
+    assert code == 0, proc.logs()[-3000:]
+    stored = sorted(orjson.loads(v)["event_id"] for _, v in recs)
+    assert stored == sorted(orjson.loads(x[1])["event_id"] for x in (b, c))  # never a

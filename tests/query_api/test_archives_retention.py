@@ -6,16 +6,18 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from schemas.events_v1 import RawEvent
+from schemas.events_v1 import OrgSwitch, RawEvent
 from services.common.kafka import make_consumer
 from services.common.settings import Settings
 from services.query_api.archives import deletable
+from services.query_api.audit import AuditUnavailable
 from services.query_api.main import create_app
 from services.sink.archive import org_dir_name
 from tests.conftest import run_sync
@@ -42,7 +44,8 @@ async def _read(settings: Settings, topic: str, n: int, timeout_s: float = 20) -
 @pytest.fixture
 def audited(api_settings: Settings, kafka_settings: Settings, topic_names):  # noqa: ANN001, ANN201
     topic = topic_names("audit.raw.v1")["audit.raw.v1"]
-    qa = api_settings.query_api.model_copy(update={"audit_topic": topic})
+    switch = f"test.org-switch.{uuid.uuid4().hex[:8]}"  # created by the API itself (compacted)
+    qa = api_settings.query_api.model_copy(update={"audit_topic": topic, "switch_topic": switch})
     ret = api_settings.retention.model_copy(update={"audit_topic": topic})  # the sink's deletion audit
     s = api_settings.model_copy(update={"query_api": qa, "retention": ret})
     with TestClient(create_app(s)) as c:
@@ -158,6 +161,47 @@ def test_retention_bounds_manager_only_and_audited(audited) -> None:  # noqa: AN
         "retention_days": (s.retention.default_days, 365),
         "audit_enabled": (True, False),
     }
+    # the switch is published for the enricher, on a compacted topic the API created itself
+    recs = [OrgSwitch.model_validate(m) for m in run_sync(_read(s, s.query_api.switch_topic, 1))]
+    assert [(r.org_id, r.audit_enabled, r.changed_by) for r in recs] == [("org-acme", False, "acme_mgr")]
+    assert run_sync(_topic_config(s, s.query_api.switch_topic))["cleanup.policy"] == "compact"
+    # a retention-only change publishes no switch record; switching back on publishes one
+    r = client.put(url, json={"retention_days": 200, "audit_enabled": False}, headers=auth("acme_mgr"))
+    assert r.status_code == 200
+    r = client.put(url, json={"retention_days": 200, "audit_enabled": True}, headers=auth("acme_mgr"))
+    assert r.status_code == 200 and r.json()["audit_enabled"] is True
+    recs = [OrgSwitch.model_validate(m) for m in run_sync(_read(s, s.query_api.switch_topic, 3, timeout_s=5))]
+    assert [(r.org_id, r.audit_enabled) for r in recs] == [("org-acme", False), ("org-acme", True)]
+
+
+def test_switch_not_applied_when_it_cannot_be_published(audited, monkeypatch) -> None:  # noqa: ANN001
+    """Audit event written, switch record refused: 503 and the stored settings stay as they were."""
+    client, s, _topic = audited
+    audit = client.app.state.audit
+
+    async def refuse(*_a: object, **_kw: object) -> None:
+        raise AuditUnavailable("test")
+
+    monkeypatch.setattr(audit, "send", refuse)
+    monkeypatch.setattr(audit, "publish", lambda ev: asyncio.sleep(0))  # the audit event itself goes through
+    url = "/api/settings/retention?org=org-acme"
+    r = client.put(url, json={"retention_days": 30, "audit_enabled": False}, headers=auth("acme_mgr"))
+    assert r.status_code == 503 and "switch" in r.json()["detail"]
+    now = client.get(url, headers=auth("acme_mgr")).json()
+    assert now["audit_enabled"] is True and now["retention_days"] == s.retention.default_days
+
+
+async def _topic_config(settings: Settings, topic: str) -> dict[str, str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        res = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        return {name: value for name, value, *_ in res[0].resources[0][4]}
+    finally:
+        await admin.close()
 
 
 def test_self_hosted_allows_ten_years(api_settings: Settings) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from schemas.events_v1 import DeadLetter, EnrichedEvent, RawEvent
+from schemas.events_v1 import DeadLetter, EnrichedEvent, OrgSwitch, RawEvent
 from services.common.kafka import encode_original
 from services.common.settings import EnricherSettings
 from services.enricher.rules.canonical import fast_content_hash
@@ -266,6 +266,23 @@ def switch_transitions(
         if not enabled and org not in disabled:
             out[org] = (False, True)
     return out
+
+
+def parse_org_switch(key: bytes | None, value: bytes | None) -> OrgSwitch | None:
+    """A record of the API's switch topic, or None when it is not one (wrong key, bad JSON, a tombstone)."""
+    if key is None or value is None:
+        return None
+    try:
+        rec = OrgSwitch.model_validate_json(value)
+    except ValueError:
+        return None
+    return rec if rec.org_id == key.decode("utf-8", "replace") else None
+
+
+def effective_disabled(settings_off: frozenset[str], api_state: dict[str, bool]) -> frozenset[str]:
+    """Orgs whose events are not stored: listed in settings (an operator override the API cannot lift)
+    or switched off through the query API (the latest record per org)."""
+    return settings_off | frozenset(org for org, enabled in api_state.items() if not enabled)
 
 
 def switch_event(

@@ -9,6 +9,9 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
+from schemas.events_v1 import OrgSwitch
+from schemas.topics import ORG_SWITCH, spec_as
+from services.common.kafka import ensure_topics
 from services.query_api.audit import AuditUnavailable, audit_event
 from services.query_api.deps import (
     AuditDep,
@@ -117,6 +120,23 @@ async def put_retention(
         await audit.publish(ev)
     except AuditUnavailable:
         raise HTTPException(503, detail="audit log unavailable; change refused") from None
+    if before["audit_enabled"] != body.audit_enabled:
+        # the enricher follows this topic live (services/enricher/switch.py SwitchFollower)
+        rec = OrgSwitch(
+            org_id=o,
+            audit_enabled=body.audit_enabled,
+            changed_by=principal.name,
+            changed_at=datetime.now(UTC),
+        )
+        try:
+            # compacted (the latest record per org is the state): never let the broker auto-create it
+            await ensure_topics(settings, [spec_as(ORG_SWITCH, settings.query_api.switch_topic)], timeout_s=5)
+            await audit.send(settings.query_api.switch_topic, o, rec.model_dump_json().encode())
+        except Exception:  # noqa: BLE001 - any failure (broker down, timeout): the switch is not in force
+            # audited as requested, not in force: stored settings unchanged; a retry redoes both
+            raise HTTPException(
+                503, detail="audit switch could not be published; change not applied"
+            ) from None
     await run_in_threadpool(
         client.insert,
         f"{settings.clickhouse_database}.org_settings",
