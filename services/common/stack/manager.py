@@ -50,6 +50,21 @@ class ComponentStatus:
     detail: str = ""
 
 
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (22 chars).
+
+    Never one starting with '-': kafka-storage's argument parser reads ``-t -abc…`` as a missing value
+    ("argument --cluster-id/-t: expected one argument"), which failed 1 start in 64 (Kafka's own
+    Uuid.randomUuid avoids such ids for the same reason).
+    """
+    import base64
+
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
 class Stack:
     def __init__(self, settings: Settings) -> None:
         self.s = settings
@@ -141,11 +156,8 @@ class Stack:
         if (data / "meta.properties").exists():
             return
         cid_file = self.kdir / "cluster.id"
-        if not cid_file.exists():
-            # Kafka cluster ids are 16 random bytes, URL-safe base64 without padding (22 chars).
-            import base64
-
-            cid_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        if not cid_file.exists() or cid_file.read_text().startswith("-"):
+            cid_file.write_text(new_cluster_id())
         r = subprocess.run(
             [
                 "java",
