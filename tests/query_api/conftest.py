@@ -3,9 +3,12 @@ the sink writes rows (services.sink.rows)."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from schemas.events_v1 import EnrichedEvent
 from services.common.clickhouse import make_client
+from services.common.migrations import MIGRATIONS_DIR, migrate
 from services.common.settings import QueryToken, Settings
 from services.query_api.auth import token_sha256
 from services.query_api.main import create_app
@@ -120,3 +124,24 @@ def plain_client(clickhouse_settings: Settings) -> Iterator[TestClient]:
     s = clickhouse_settings.model_copy(update={"query_api": qa, "clickhouse_database": "qa_no_such_db"})
     with TestClient(create_app(s)) as c:
         yield c
+
+
+@contextmanager
+def database_before(
+    settings: Settings, version: int, tmp_path: Path, events: list[EnrichedEvent]
+) -> Iterator[tuple[Any, str]]:
+    """A fresh database migrated up to (not including) migration ``version``, holding ``events``, for
+    testing that migration's backfill; dropped afterwards. Yields (client, database name)."""
+    early = tmp_path / f"before-{version:04d}"
+    early.mkdir()
+    for p in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        if int(p.name[:4]) < version:
+            shutil.copy(p, early / p.name)
+    db = f"test_before_{version:04d}_{uuid.uuid4().hex[:10]}"
+    ch = make_client(settings)
+    try:
+        migrate(ch, db, early)
+        ch.insert(f"{db}.events", [row_from_event(e) for e in events], column_names=COLUMNS)
+        yield ch, db
+    finally:
+        ch.command(f"DROP DATABASE IF EXISTS {db} SYNC")

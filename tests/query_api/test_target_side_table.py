@@ -4,19 +4,16 @@ deleted from ``events`` only (archives/retention leave stale keys in the side ta
 
 from __future__ import annotations
 
-import shutil
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from services.common.clickhouse import make_client
-from services.common.migrations import MIGRATIONS_DIR, migrate
+from services.common.migrations import migrate
 from services.query_api import query as Q
 from services.sink.archive import _delete_rows
-from services.sink.rows import COLUMNS, row_from_event
-from tests.conftest import unique
-from tests.query_api.conftest import NOW, TOKENS, make_event
+from tests.query_api.conftest import NOW, TOKENS, database_before, make_event
 from tests.query_api.test_events import fetch_all
 
 pytestmark = pytest.mark.clickhouse
@@ -159,22 +156,11 @@ def test_rows_deleted_from_events_only_leave_harmless_side_keys(client, target_l
 
 def test_migration_backfills_events_written_before_it(clickhouse_settings, tmp_path: Path) -> None:  # noqa: ANN001
     """0010 on a database that already holds events: the backfill copies their keys."""
-    early = tmp_path / "early"
-    early.mkdir()
-    for p in sorted(MIGRATIONS_DIR.glob("*.sql")):
-        if int(p.name[:4]) < 10:
-            shutil.copy(p, early / p.name)
-    db = unique("test_backfill")
-    ch = make_client(clickhouse_settings)
-    try:
-        migrate(ch, db, early)
-        evs = target_dataset()[:20]
-        ch.insert(f"{db}.events", [row_from_event(e) for e in evs], column_names=COLUMNS)
+    evs = target_dataset()[:20]
+    with database_before(clickhouse_settings, 10, tmp_path, evs) as (ch, db):
         assert [m.version for m in migrate(ch, db)][0] == 10
         keys = ch.query(f"SELECT toString(event_id), target_id FROM {db}.events_by_target").result_rows
         assert sorted(keys) == sorted((str(e.event_id), e.target.id) for e in evs)
-    finally:
-        ch.command(f"DROP DATABASE IF EXISTS {db} SYNC")
 
 
 def test_target_windows_and_condition_are_parameterised() -> None:

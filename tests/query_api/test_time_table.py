@@ -5,7 +5,6 @@ deleted — and the sink's retried insert must reach both tables exactly once.""
 
 from __future__ import annotations
 
-import shutil
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -13,13 +12,13 @@ from typing import Any
 import pytest
 
 from services.common.clickhouse import make_client
-from services.common.migrations import MIGRATIONS_DIR, migrate
+from services.common.migrations import migrate
 from services.query_api import query as Q
 from services.sink.archive import _delete_rows
 from services.sink.rows import COLUMNS, row_from_event
 from services.sink.writer import insert_batch
 from tests.conftest import unique
-from tests.query_api.conftest import NOW, TOKENS, make_event
+from tests.query_api.conftest import NOW, TOKENS, database_before, make_event
 from tests.query_api.test_events import fetch_all
 
 pytestmark = pytest.mark.clickhouse
@@ -235,30 +234,18 @@ def test_sink_retry_reaches_events_and_every_view_once(api_settings) -> None:  #
 
 def test_migration_backfills_events_written_before_it(clickhouse_settings, tmp_path: Path) -> None:  # noqa: ANN001
     """0011 on a database that already holds events: the backfill copies them, search finds them."""
-    early = tmp_path / "early"
-    early.mkdir()
-    for p in sorted(MIGRATIONS_DIR.glob("*.sql")):
-        if int(p.name[:4]) < 11:
-            shutil.copy(p, early / p.name)
-    db = unique("test_backfill_time")
-    ch = make_client(clickhouse_settings)
-    try:
-        migrate(ch, db, early)
-        evs = search_dataset()[:20]
-        ch.insert(f"{db}.events", [row_from_event(e) for e in evs], column_names=COLUMNS)
+    evs = search_dataset()[:20]
+    with database_before(clickhouse_settings, 11, tmp_path, evs) as (ch, db):
         assert [m.version for m in migrate(ch, db)][0] == 11
         got = ch.query(f"SELECT toString(event_id), change FROM {db}.events_by_time").result_rows
         assert sorted(got) == sorted((str(e.event_id), e.change) for e in evs)
-        f = Q.Filters(q="rollback")
-        sql, p = Q.time_table_query(db, f, Q.Scope(), "desc", 100, None, ["event_id"])
+        sql, p = Q.time_table_query(db, Q.Filters(q="rollback"), Q.Scope(), "desc", 100, None, ["event_id"])
         found = [str(r[0]) for r in ch.query(sql, parameters=p).result_rows]
         assert found == [
             str(e.event_id)
             for e in sorted(evs, key=lambda e: (e.occurred_at, str(e.event_id)), reverse=True)
             if "rollback" in e.change.lower()
         ]
-    finally:
-        ch.command(f"DROP DATABASE IF EXISTS {db} SYNC")
 
 
 def test_time_table_query_is_parameterised() -> None:
