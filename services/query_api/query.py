@@ -331,20 +331,11 @@ def target_windows(
 def _target_where(
     f: Filters, scope: Scope, order: Order, cursor_key: list[Any] | None
 ) -> tuple[list[str], dict[str, Any]]:
-    conds = ["target_id = {target_id:String}"]
-    params: dict[str, Any] = {"target_id": f.target_id}
-    if scope.org is not None:
-        conds.append("org_id = {scope_org:String}")
-        params["scope_org"] = scope.org
-    if f.org is not None:
-        conds.append("org_id = {org:String}")
-        params["org"] = f.org
-    if f.since is not None:
-        conds.append("occurred_at >= {since:DateTime64(3, 'UTC')}")
-        params["since"] = f.since
-    if f.until is not None:
-        conds.append("occurred_at < {until:DateTime64(3, 'UTC')}")
-        params["until"] = f.until
+    """The target plus the org, scope org, time and cursor conditions of the page (same parameter names
+    as :func:`where_clause`), for the keys in ``events_by_target`` (which has no other columns)."""
+    conds, params = where_clause(Filters(since=f.since, until=f.until, org=f.org), Scope(org=scope.org))
+    conds.insert(0, "target_id = {target_id:String}")
+    params["target_id"] = f.target_id
     if cursor_key is not None:
         kc, kp = keyset_condition("occurred_at", order, cursor_key)
         conds += kc
