@@ -145,3 +145,23 @@ def database_before(
         yield ch, db
     finally:
         ch.command(f"DROP DATABASE IF EXISTS {db} SYNC")
+
+
+def copy_and_events(settings: Settings, table: str, cols: str) -> tuple[list[str], list[str]]:
+    """The distinct ``cols`` of a view-fed copy table and of events, each sorted (as strings)."""
+    db = settings.clickhouse_database
+    ch = make_client(settings)
+    side = ch.query(f"SELECT DISTINCT {cols} FROM {db}.{table}").result_rows
+    main = ch.query(f"SELECT DISTINCT {cols} FROM {db}.events").result_rows
+    return sorted(map(str, side)), sorted(map(str, main))
+
+
+def archive_day(settings: Settings, org: str, when: datetime, events: list[EnrichedEvent]) -> set[str]:
+    """Delete the org-day holding ``when`` with the sink archive job's own delete; the ids it removed."""
+    from services.sink.archive import _delete_rows
+
+    day = when.replace(hour=0, minute=0, second=0, microsecond=0)
+    end = day + timedelta(days=1)
+    params = {"org": org, "start": day, "end": end, "snap": NOW + timedelta(days=1)}
+    _delete_rows(make_client(settings), settings.clickhouse_database, params)
+    return {str(e.event_id) for e in events if e.org_id == org and day <= e.occurred_at < end}

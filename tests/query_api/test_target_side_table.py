@@ -12,8 +12,7 @@ import pytest
 from services.common.clickhouse import make_client
 from services.common.migrations import migrate
 from services.query_api import query as Q
-from services.sink.archive import _delete_rows
-from tests.query_api.conftest import NOW, TOKENS, database_before, make_event
+from tests.query_api.conftest import NOW, TOKENS, archive_day, copy_and_events, database_before, make_event
 from tests.query_api.test_events import fetch_all
 
 pytestmark = pytest.mark.clickhouse
@@ -109,11 +108,8 @@ def test_target_path_matches_python_with_scope(client, target_loaded) -> None:  
 
 
 def test_side_table_is_written_with_every_insert(client, target_loaded, api_settings) -> None:  # noqa: ANN001
-    db = api_settings.clickhouse_database
-    ch = make_client(api_settings)
-    side = ch.query(f"SELECT DISTINCT org_id, occurred_at, event_id FROM {db}.events_by_target").result_rows
-    main = ch.query(f"SELECT DISTINCT org_id, occurred_at, event_id FROM {db}.events").result_rows
-    assert sorted(map(str, side)) == sorted(map(str, main)) and len(main) == len(target_loaded)
+    side, main = copy_and_events(api_settings, "events_by_target", "org_id, occurred_at, event_id")
+    assert side == main and len(main) == len(target_loaded)
 
 
 def test_rows_deleted_from_events_only_leave_harmless_side_keys(client, target_loaded, api_settings) -> None:  # noqa: ANN001
@@ -124,19 +120,7 @@ def test_rows_deleted_from_events_only_leave_harmless_side_keys(client, target_l
         (e for e in target_loaded if e.target.id == TARGET and e.org_id == "org-acme"),
         key=lambda e: e.occurred_at,
     )
-    day = newest.occurred_at.replace(hour=0, minute=0, second=0, microsecond=0)
-    params = {
-        "org": "org-acme",
-        "start": day,
-        "end": day + timedelta(days=1),
-        "snap": NOW + timedelta(days=1),
-    }
-    _delete_rows(ch, db, params)  # the sink's own delete statement
-    gone = {
-        str(e.event_id)
-        for e in target_loaded
-        if e.org_id == "org-acme" and day <= e.occurred_at < day + timedelta(days=1)
-    }
+    gone = archive_day(api_settings, "org-acme", newest.occurred_at, target_loaded)
     assert gone and str(newest.event_id) in gone
     stale = ch.command(
         f"SELECT count() FROM {db}.events_by_target WHERE toString(event_id) IN {{g:Array(String)}}",

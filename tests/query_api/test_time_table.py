@@ -14,11 +14,17 @@ import pytest
 from services.common.clickhouse import make_client
 from services.common.migrations import migrate
 from services.query_api import query as Q
-from services.sink.archive import _delete_rows
 from services.sink.rows import COLUMNS, row_from_event
 from services.sink.writer import insert_batch
 from tests.conftest import unique
-from tests.query_api.conftest import NOW, TOKENS, database_before, make_event
+from tests.query_api.conftest import (
+    NOW,
+    TOKENS,
+    archive_day,
+    copy_and_events,
+    database_before,
+    make_event,
+)
 from tests.query_api.test_events import fetch_all
 
 pytestmark = pytest.mark.clickhouse
@@ -175,12 +181,9 @@ def test_search_matches_python(client, search_loaded) -> None:  # noqa: ANN001
 
 
 def test_time_table_is_written_with_every_insert(client, search_loaded, api_settings) -> None:  # noqa: ANN001
-    db = api_settings.clickhouse_database
-    ch = make_client(api_settings)
     cols = "toString(event_id), occurred_at, org_id, action, change, client_ip_v6"
-    side = ch.query(f"SELECT DISTINCT {cols} FROM {db}.events_by_time").result_rows
-    main = ch.query(f"SELECT DISTINCT {cols} FROM {db}.events").result_rows
-    assert sorted(map(str, side)) == sorted(map(str, main)) and len(main) == len(search_loaded)
+    side, main = copy_and_events(api_settings, "events_by_time", cols)
+    assert side == main and len(main) == len(search_loaded)
 
 
 def test_archived_rows_leave_the_time_table_too(client, search_loaded, api_settings) -> None:  # noqa: ANN001
@@ -190,19 +193,7 @@ def test_archived_rows_leave_the_time_table_too(client, search_loaded, api_setti
     for table in ("events", "events_by_time"):  # a synchronous delete waits for its mutation (a merge)
         ch.command(f"SYSTEM START MERGES {db}.{table}")
     newest = search_loaded[0]  # org-acme, matches 'rollback', delivered 42 times
-    day = newest.occurred_at.replace(hour=0, minute=0, second=0, microsecond=0)
-    params = {
-        "org": newest.org_id,
-        "start": day,
-        "end": day + timedelta(days=1),
-        "snap": NOW + timedelta(days=1),
-    }
-    _delete_rows(ch, db, params)  # the sink's own delete statement
-    gone = {
-        str(e.event_id)
-        for e in search_loaded
-        if e.org_id == newest.org_id and day <= e.occurred_at < day + timedelta(days=1)
-    }
+    gone = archive_day(api_settings, newest.org_id, newest.occurred_at, search_loaded)
     assert str(newest.event_id) in gone
     left = ch.command(
         f"SELECT count() FROM {db}.events_by_time WHERE toString(event_id) IN {{g:Array(String)}}",
