@@ -42,17 +42,34 @@ class IngestSettings(BaseModel):
     tokens: list[IngestToken] = Field(default_factory=list)
     max_batch_events: int = Field(default=1000, ge=1, le=100_000)
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
-    max_event_bytes: int = Field(default=256 * 1024, ge=512)
+    max_event_bytes: int = Field(
+        default=256 * 1024, ge=512, le=512 * 1024, description="Largest event as stored (contract: 512 KiB)"
+    )
+    envelope_max_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=8 * 1024 * 1024,
+        description="Largest Kafka record the ingest writes (events of one org are sent together up to this)",
+    )
     max_json_depth: int = Field(default=32, ge=2, le=1000)
     publish_deadline_s: float = Field(default=5.0, gt=0)
     retry_after_s: int = Field(default=5, ge=1)
     topic: str = Field(default="audit.raw.v1", min_length=1, description="Raw topic (tests use their own)")
 
 
+# The development default of enricher.indicator_secret; production refuses it.
+DEV_INDICATOR_SECRET = "auditpipe-development-indicator-secret"
+
+
 class EnricherSettings(BaseModel):
     trusted_proxies: list[str] = Field(default_factory=list, description="Addresses or CIDR ranges")
     hash_mode: Literal["indicator", "hmac"] = "indicator"
     hmac_key: SecretStr | None = None
+    indicator_secret: SecretStr = Field(
+        default=SecretStr(DEV_INDICATOR_SECRET),
+        description="Secret from which indicator salts are derived (per event and path), so re-enriching "
+        "a record gives the same bytes; at least 16 characters; production refuses the default",
+    )
     sensitive_paths: list[str] = Field(default_factory=list, description="e.g. request.payload.password")
     sensitive_key_patterns: list[str] = Field(
         default_factory=lambda: [
@@ -91,7 +108,20 @@ class EnricherSettings(BaseModel):
     session_timeout_s: float = Field(default=10.0, ge=6.0, description="Kafka group session timeout")
     commit_interval_s: float = Field(default=1.0, gt=0, description="faust offset commit interval")
     max_in_flight: int = Field(
-        default=1000, ge=1, le=100_000, description="Outputs awaiting ack before consumption pauses"
+        default=20_000,
+        ge=1,
+        le=1_000_000,
+        description="Events taken and not yet acked (outputs awaiting the broker) before consumption pauses",
+    )
+    batch_max_records: int = Field(
+        default=200, ge=1, le=10_000, description="Raw records (events or envelopes) taken per batch"
+    )
+    batch_max_wait_s: float = Field(
+        default=0.05, gt=0, le=5, description="Longest wait to fill a batch before processing what came"
+    )
+    compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = Field(
+        default="zstd",
+        description="Compression of the enriched records (measured choice: docs/operations.md)",
     )
 
     @field_validator("trusted_proxies")
@@ -106,7 +136,7 @@ class EnricherSettings(BaseModel):
                 raise ValueError(f"'{e}' is not an address or CIDR range") from None
         return v
 
-    @field_validator("hmac_key")
+    @field_validator("hmac_key", "indicator_secret")
     @classmethod
     def _key_len(cls, v: SecretStr | None) -> SecretStr | None:
         if v is not None and len(v.get_secret_value()) < 16:
@@ -265,6 +295,13 @@ class Settings(BaseSettings):
         ):
             raise ValueError("enricher.hash_mode=hmac needs AUDITPIPE_ENRICHER__HMAC_KEY")
         if self.env == "production":
+            if (
+                self.enricher.hash_mode == "indicator"
+                and self.enricher.indicator_secret.get_secret_value() == DEV_INDICATOR_SECRET
+            ):
+                raise ValueError(
+                    "production needs a secret of its own in AUDITPIPE_ENRICHER__INDICATOR_SECRET"
+                )
             if not self.ingest.tokens:
                 raise ValueError("production needs at least one ingest token (AUDITPIPE_INGEST__TOKENS)")
             if not self.query_api.tokens:
