@@ -211,11 +211,11 @@ def full_template(path: str, leaf: str, params: Mapping[str, Any]) -> str:
     (``/api/projects/p1`` -> ``/api/projects/{project_id}``)."""
     leaf_names = [m.group(1) for m in _PARAM.finditer(leaf)]
     concrete = _PARAM.sub(lambda m: str(params.get(m.group(1), m.group(0))), leaf)
-    if not leaf_names and concrete == path:
+    if not path.endswith(concrete):
+        return leaf or path
+    if concrete == path and not leaf_names and leaf:
         return leaf
-    if not path.endswith(concrete) or concrete == "":
-        return leaf
-    prefix = path[: len(path) - len(concrete)].rstrip("/")
+    prefix = path[: len(path) - len(concrete)].rstrip("/") if concrete else path.rstrip("/")
     segs = prefix.split("/")
     taken: set[int] = set()
     outer = [(n, str(v)) for n, v in params.items() if n not in leaf_names and v is not None]

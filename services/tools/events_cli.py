@@ -113,13 +113,13 @@ def _target(e: dict[str, Any]) -> str:
 
 EVENT_COLUMNS = [
     Column("TIME (UTC)"),
-    Column("ACTION", flexible=True, minimum=12),
-    Column("TARGET", flexible=True, minimum=12),
-    Column("ACTOR", flexible=True, minimum=8),
+    Column("ACTION", flexible=True, minimum=12, shrink=4),
+    Column("TARGET", flexible=True, minimum=12, shrink=2),
+    Column("ACTOR", flexible=True, minimum=10, shrink=3),
     Column("SOURCE", minimum=6),
     Column("STATUS", right=True),
-    Column("CLIENT IP", flexible=True, minimum=9),
-    Column("CHANGE", flexible=True, minimum=8),
+    Column("CLIENT IP", flexible=True, minimum=9, shrink=1),
+    Column("CHANGE", flexible=True, minimum=8, shrink=0),
 ]
 
 

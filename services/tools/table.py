@@ -1,7 +1,8 @@
 """Plain-text tables for the terminal (pure): columns sized to their content, then shrunk to the width.
 
-When the rows are wider than the terminal, the columns marked ``flexible`` give up width first (widest
-first, cut with ``…``), never below their minimum; the others keep their full width. Cells are single
+When the rows are wider than the terminal, the columns marked ``flexible`` give up width, the least
+important first (``shrink``: lower goes first), each down to its minimum before the next one is cut
+(cut text ends with ``…``); the other columns keep their full width. Cells are single
 lines (control characters become spaces), so a value can never forge another row.
 """
 
@@ -23,6 +24,7 @@ class Column:
     flexible: bool = False
     minimum: int = 6
     right: bool = False
+    shrink: int = 0
 
 
 def clean(value: object) -> str:
@@ -41,14 +43,11 @@ def fit(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int | N
     if width is None:
         return widths
     over = sum(widths) + len(GAP) * (len(columns) - 1) - width
-    while over > 0:
-        flex = [i for i, c in enumerate(columns) if c.flexible and widths[i] > max(c.minimum, len(c.title))]
-        if not flex:
+    for i in sorted((i for i, c in enumerate(columns) if c.flexible), key=lambda i: columns[i].shrink):
+        if over <= 0:
             break
-        i = max(flex, key=lambda j: widths[j])
-        others = [widths[j] for j in flex if j != i]
-        floor = max(max(columns[i].minimum, len(columns[i].title)), max(others, default=0))
-        take = min(over, widths[i] - floor) if widths[i] > floor else 1
+        floor = max(columns[i].minimum, len(columns[i].title))
+        take = min(over, max(0, widths[i] - floor))
         widths[i] -= take
         over -= take
     return widths

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,6 +89,8 @@ def token_events(
 def _publish(settings: Settings, events: list[RawEvent], doing: str) -> None:
     from services.common.audit_events import AuditUnavailable, publish_now
 
+    # the client library's own connection warnings would add lines to the one-line error below
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         publish_now(settings, settings.query_api.audit_topic, events)
     except AuditUnavailable as e:
@@ -243,9 +246,9 @@ def _list(args: argparse.Namespace) -> int:
     cols = [
         Column("ID", minimum=6),
         Column("KIND"),
-        Column("NAME", flexible=True),
-        Column("ROLES", flexible=True),
-        Column("SCOPE", flexible=True, minimum=10),
+        Column("NAME", flexible=True, shrink=2),
+        Column("ROLES", flexible=True, shrink=1),
+        Column("SCOPE", flexible=True, minimum=10, shrink=0),
         Column("CREATED"),
         Column("EXPIRES"),
         Column("STATUS"),

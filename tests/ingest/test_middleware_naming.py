@@ -169,6 +169,10 @@ async def test_fastapi_nested_routers_and_include_prefixes() -> None:
     async def patch_env(project_id: str, environment_id: str) -> dict:
         return {"id": environment_id}
 
+    @envs.post("", status_code=201)
+    async def create_env(project_id: str) -> dict:
+        return {}
+
     @envs.post("/{environment_id}/redeploy")
     async def redeploy(project_id: str, environment_id: str) -> dict:
         return {}
@@ -191,7 +195,8 @@ async def test_fastapi_nested_routers_and_include_prefixes() -> None:
         await call(app, "POST", "/api/projects/p1/deployments", json={"release": "3.0.0"})
     ).status_code == 201
     assert (await call(app, "POST", "/api/projects/p1/environments/env-dev/redeploy")).status_code == 200
-    a, b, c = rec.events
+    assert (await call(app, "POST", "/api/projects/p1/environments", json={})).status_code == 201
+    a, b, c, d = rec.events
     assert (a.action, a.target.type, a.target.id, a.project_id, a.environment_id) == (
         "environment:update", "environment", "env-dev", "p1", "env-dev"
     )  # fmt: skip
@@ -204,6 +209,9 @@ async def test_fastapi_nested_routers_and_include_prefixes() -> None:
         "p1",
     )
     assert (c.action, c.target.id, c.event_type) == ("environment:redeploy", "env-dev", None)
+    assert (d.action, d.project_id, d.metadata["route"]) == (
+        "environment:create", "p1", "/api/projects/{project_id}/environments"
+    )  # fmt: skip
 
 
 async def test_starlette_routes_and_nested_mounts() -> None:
