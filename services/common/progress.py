@@ -33,7 +33,7 @@ def bar(
     unit: str = "it",
     *,
     force: bool | None = None,
-    unit_scale: bool = True,
+    unit_scale: bool = False,
     **kw: Any,
 ) -> tqdm:
     """A progress bar on stderr (a no-op object with the same methods when not wanted)."""
