@@ -100,12 +100,15 @@ def make_routers(state: Platform) -> APIRouter:
         if environment_id not in envs:
             raise HTTPException(404, f"no environment {environment_id}")
         before, envs[environment_id] = envs[environment_id], body.name
-        audit_context(
-            request,
-            target={"name": body.name},
-            change=f"Renamed environment {before} to {body.name}",
-            changes=[{"field": "name", "before": before, "after": body.name}],
-        )
+        if before == body.name:
+            audit_context(request, target={"name": body.name}, change=f"Saved environment {before} unchanged")
+        else:
+            audit_context(
+                request,
+                target={"name": body.name},
+                change=f"Renamed environment {before} to {body.name}",
+                changes=[{"field": "name", "before": before, "after": body.name}],
+            )
         return {"id": environment_id, "name": body.name}
 
     project = APIRouter(prefix="/projects/{project_id}")

@@ -19,6 +19,11 @@ PROJECTS = {"org-acme": ("proj-web", "proj-api"), "org-globex": ("proj-shop",)}
 ENVIRONMENTS = ("env-dev", "env-staging", "env-production")
 ENV_NAMES = {"env-dev": "Development", "env-staging": "Staging", "env-production": "Production"}
 SERVICES = ("svc-cart", "svc-auth", "svc-search", "svc-billing")
+RENAMES = {
+    "env-dev": ("Dev", "Sandbox", "Development"),
+    "env-staging": ("Staging EU", "Pre-production", "Staging"),
+    "env-production": ("Production EU", "Live", "Production"),
+}
 
 
 @dataclass(frozen=True)
@@ -480,7 +485,7 @@ def live_calls(rng: random.Random, n: int, failing: bool = False) -> list[dict[s
         elif choice < 0.45:
             calls.append(_call(p, "org-acme", "POST", f"{base}/deployments/{last_dep[proj]}/cancel"))
         elif choice < 0.65:
-            name = rng.choice(("Development", "Dev", "Sandbox")) if env == "env-dev" else ENV_NAMES[env]
+            name = rng.choice(RENAMES[env])
             calls.append(_call(p, "org-acme", "PATCH", f"{base}/environments/{env}", {"name": name}))
         elif choice < 0.8:
             body = {"value": rng.choice(SECRET_VALUES), "is_sensitive": True}
