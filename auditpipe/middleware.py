@@ -49,6 +49,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
@@ -148,14 +149,10 @@ def _segments(template: str) -> list[tuple[str, str | None]]:
     return out
 
 
-def name_from_route(
-    method: str,
-    template: str,
-    params: Mapping[str, Any],
-    project_params: Iterable[str] = PROJECT_PARAMS,
-    environment_params: Iterable[str] = ENVIRONMENT_PARAMS,
-) -> Naming:
-    """Name a call from its route template and path parameters (pure)."""
+@lru_cache(maxsize=4096)
+def _route_shape(method: str, template: str) -> tuple[str, str, str | None]:
+    """(verb, entity, name of the target parameter) of a route: pure in its template, so cached (an app
+    has a bounded set of routes)."""
     segs = _segments(template)
     verb = _verb(method)
     target_param: str | None = None
@@ -178,7 +175,18 @@ def name_from_route(
         entity_seg = next((text for text, p in reversed(segs[:last]) if p is None), None)
     elif segs:
         entity_seg = segs[last][0]
-    entity = _entity(entity_seg) if entity_seg else "http"
+    return verb, (_entity(entity_seg) if entity_seg else "http"), target_param
+
+
+def name_from_route(
+    method: str,
+    template: str,
+    params: Mapping[str, Any],
+    project_params: Iterable[str] = PROJECT_PARAMS,
+    environment_params: Iterable[str] = ENVIRONMENT_PARAMS,
+) -> Naming:
+    """Name a call from its route template and path parameters (pure)."""
+    verb, entity, target_param = _route_shape(method.upper(), template)
     target_id = _param(params, target_param) if target_param else None
 
     def pick(names: Iterable[str], own: str) -> str | None:
@@ -203,14 +211,22 @@ def _param(params: Mapping[str, Any], name: str | None) -> str | None:
     return v[:256] if v else None
 
 
+@lru_cache(maxsize=4096)
+def _leaf_pieces(leaf: str) -> tuple[tuple[str, ...], frozenset[str]]:
+    """A template split into literal text and parameter names, alternating (cached per route)."""
+    # re.split with one group alternates text, name, text, …; the convertor part is not captured
+    pieces = tuple(_PARAM.split(leaf))
+    return pieces, frozenset(pieces[1::2])
+
+
 def full_template(path: str, leaf: str, params: Mapping[str, Any]) -> str:
     """The whole route template of ``path`` from the template of the route that matched it, which is
     relative to its router or mount (``/environments/{environment_id}``), and the path parameters of
     every level (``{"project_id": "p1", "environment_id": "env-dev"}``): the part of the path before the
     leaf keeps its literal segments and gets the outer parameters back, right to left
     (``/api/projects/p1`` -> ``/api/projects/{project_id}``)."""
-    leaf_names = [m.group(1) for m in _PARAM.finditer(leaf)]
-    concrete = _PARAM.sub(lambda m: str(params.get(m.group(1), m.group(0))), leaf)
+    pieces, leaf_names = _leaf_pieces(leaf)
+    concrete = "".join(p if i % 2 == 0 else str(params.get(p, "{" + p + "}")) for i, p in enumerate(pieces))
     if not path.endswith(concrete):
         return leaf or path
     if concrete == path and not leaf_names and leaf:

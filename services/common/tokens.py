@@ -157,7 +157,10 @@ def loose_permissions(path: Path) -> bool:
 
 
 class TokenStore:
-    """The tokens a service accepts: the settings' lists plus the tokens file, reloaded on change."""
+    """The tokens a service accepts: the settings' lists plus the tokens file, reloaded on change.
+
+    Per call: one ``stat`` and a comparison with the earliest expiry; the lists are rebuilt only when the
+    file changed or a token expired (measured by ``python -m benchmarks.tools``)."""
 
     def __init__(self, settings: Settings) -> None:
         self.path = Path(settings.tokens_file).expanduser()
@@ -165,6 +168,9 @@ class TokenStore:
         self._static_query = list(settings.query_api.tokens)
         self._sig: tuple[int, int, int, int] | None = None
         self._file = TokenFile()
+        self._ingest: list[IngestToken] = list(self._static_ingest)
+        self._query: list[QueryToken] = list(self._static_query)
+        self._valid_until: datetime | None = None  # the earliest expiry among the current lists
         self.reloads = 0
 
     def _signature(self) -> tuple[int, int, int, int] | None:
@@ -176,7 +182,7 @@ class TokenStore:
             return (-1, -1, -1, -1)
         return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
 
-    def _current(self) -> TokenFile:
+    def _refresh(self, now: datetime) -> None:
         sig = self._signature()
         if sig != self._sig:
             self._sig = sig
@@ -186,16 +192,17 @@ class TokenStore:
             except TokenFileError as e:
                 self._file = TokenFile()  # fail closed: no file token is accepted until it is fixed
                 logger.error("tokens file ignored: %s", e)
-        return self._file
+        elif self._valid_until is None or now < self._valid_until:
+            return
+        live = [t for t in self._file.tokens if not t.expired(now)]
+        self._ingest = [*self._static_ingest, *(t for t in live if isinstance(t, StoredIngestToken))]
+        self._query = [*self._static_query, *(t for t in live if isinstance(t, StoredQueryToken))]
+        self._valid_until = min((t.expires_at for t in live if t.expires_at is not None), default=None)
 
     def ingest(self, now: datetime | None = None) -> list[IngestToken]:
-        now = now or datetime.now(UTC)
-        stored = [
-            t for t in self._current().tokens if isinstance(t, StoredIngestToken) and not t.expired(now)
-        ]
-        return [*self._static_ingest, *stored]
+        self._refresh(now or datetime.now(UTC))
+        return self._ingest
 
     def query(self, now: datetime | None = None) -> list[QueryToken]:
-        now = now or datetime.now(UTC)
-        stored = [t for t in self._current().tokens if isinstance(t, StoredQueryToken) and not t.expired(now)]
-        return [*self._static_query, *stored]
+        self._refresh(now or datetime.now(UTC))
+        return self._query

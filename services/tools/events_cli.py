@@ -310,7 +310,8 @@ def _tail(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     with QueryApi(s) as api:
-        last = list(pages(api, [*params, ("sort", "occurred_at"), ("order", "desc")], args.lines))
+        newest = [*params, ("sort", "occurred_at"), ("order", "desc")]
+        last = list(pages(api, newest, args.lines)) if args.lines > 0 else []
         last.reverse()
         if fmt == "table":
             sys.stdout.write(header(EVENT_COLUMNS, widths) + "\n")
