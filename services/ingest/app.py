@@ -23,6 +23,7 @@ from services.common.kafka import kafka_ready
 from services.common.logging import log
 from services.common.metrics import render
 from services.common.settings import IngestToken, Settings
+from services.common.tokens import TokenStore
 from services.ingest import auth
 from services.ingest.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED, REQUESTS
 from services.ingest.publisher import Publisher
@@ -99,11 +100,12 @@ class IngestApp:
             max_json_depth=self.cfg.max_json_depth,
         )
         self.publisher = Publisher(settings, self.topic)
+        self.tokens = TokenStore(settings)  # settings tokens + the tokens file, reloaded when it changes
         self._ready: tuple[float, bool] = (0.0, False)
 
     # -- steps ---------------------------------------------------------------------------------
     def authenticate(self, request: Request) -> IngestToken:
-        tok = auth.authenticate(auth.bearer(request.headers.get("authorization")), self.cfg.tokens)
+        tok = auth.authenticate(auth.bearer(request.headers.get("authorization")), self.tokens.ingest())
         if tok is None:
             missing = auth.bearer(request.headers.get("authorization")) is None
             raise Refusal(
