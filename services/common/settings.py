@@ -47,7 +47,10 @@ class IngestSettings(BaseModel):
     max_batch_events: int = Field(default=1000, ge=1, le=100_000)
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     max_event_bytes: int = Field(
-        default=256 * 1024, ge=512, le=512 * 1024, description="Largest event as stored (contract: 512 KiB)"
+        default=256 * 1024,
+        ge=512,
+        le=256 * 1024,
+        description="Largest event as stored (the contract's limit: 256 KiB)",
     )
     envelope_max_bytes: int = Field(
         default=1024 * 1024,
@@ -330,6 +333,10 @@ class Settings(BaseSettings):
         ):
             raise ValueError("enricher.hash_mode=hmac needs AUDITPIPE_ENRICHER__HMAC_KEY")
         if self.env == "production":
+            if not self.ingest.tokens:
+                raise ValueError("production needs at least one ingest token (AUDITPIPE_INGEST__TOKENS)")
+            if not self.query_api.tokens:
+                raise ValueError("production needs at least one query token (AUDITPIPE_QUERY_API__TOKENS)")
             if (
                 self.enricher.hash_mode == "indicator"
                 and self.enricher.indicator_secret.get_secret_value() == DEV_INDICATOR_SECRET
@@ -337,10 +344,6 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "production needs a secret of its own in AUDITPIPE_ENRICHER__INDICATOR_SECRET"
                 )
-            if not self.ingest.tokens:
-                raise ValueError("production needs at least one ingest token (AUDITPIPE_INGEST__TOKENS)")
-            if not self.query_api.tokens:
-                raise ValueError("production needs at least one query token (AUDITPIPE_QUERY_API__TOKENS)")
         return self
 
     @classmethod
