@@ -115,16 +115,16 @@ class EnricherSettings(BaseModel):
     session_timeout_s: float = Field(default=10.0, ge=6.0, description="Kafka group session timeout")
     commit_interval_s: float = Field(default=1.0, gt=0, description="faust offset commit interval")
     max_in_flight: int = Field(
-        default=20_000,
+        default=50_000,
         ge=1,
         le=1_000_000,
         description="Events taken and not yet acked (outputs awaiting the broker) before consumption pauses",
     )
     batch_max_records: int = Field(
-        default=200, ge=1, le=10_000, description="Raw records (events or envelopes) taken per batch"
+        default=100, ge=1, le=10_000, description="Raw records (events or envelopes) taken per batch"
     )
     batch_max_wait_s: float = Field(
-        default=0.05, gt=0, le=5, description="Longest wait to fill a batch before processing what came"
+        default=0.02, gt=0, le=5, description="Longest wait to fill a batch before processing what came"
     )
     compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = Field(
         default="zstd",

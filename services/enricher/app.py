@@ -54,6 +54,8 @@ def create_app(settings: Settings, raw_partitions: int, rules: Any = None) -> fa
         broker_heartbeat_interval=max(1.0, es.session_timeout_s / 5),
         broker_commit_interval=es.commit_interval_s,
         broker_max_poll_records=es.batch_max_records,
+        # a fetch per partition may hold whole envelopes (records up to 8 MiB): fewer round trips
+        consumer_max_fetch_size=8 * 1024 * 1024,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_compression_type=None if es.compression == "none" else es.compression,
