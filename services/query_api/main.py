@@ -17,7 +17,7 @@ from services.common.logging import log
 from services.common.metrics import counter, histogram
 from services.common.settings import Settings, get_settings
 from services.query_api.audit import AuditPublisher
-from services.query_api.routes import archives, events, health, me, retention
+from services.query_api.routes import archives, conflicts, events, health, me, retention
 
 STATIC = Path(__file__).parent / "static"
 
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.audit = AuditPublisher(settings, settings.query_api.audit_topic)
 
     # archives before events: /api/events/archives must match before /api/events/{event_id}
-    for r in (health.router, me.router, archives.router, events.router, retention.router):
+    for r in (health.router, me.router, archives.router, events.router, retention.router, conflicts.router):
         app.include_router(r)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
