@@ -58,7 +58,7 @@ async def produce(settings: Settings, topic: str, events: list[dict[str, Any]]) 
     producer = make_producer(settings)
     await producer.start()
     try:
-        futs = [await producer.send(topic, encode(e), key=e["org_id"].encode()) for e in events]
+        futs = [await producer.send(topic, encode(e), key=e["event_id"].encode()) for e in events]
         await asyncio.gather(*futs)
     finally:
         await producer.stop()

@@ -18,7 +18,7 @@ from tests.siem_forwarder.conftest import (
     unique_name,
     wait_until,
 )
-from tests.siem_forwarder.events import make_event
+from tests.siem_forwarder.events import encode, make_event
 from tests.siem_forwarder.harness import Harness, destination_block
 from tests.siem_forwarder.receivers import POISON_ACTION
 
@@ -27,7 +27,7 @@ PORT = 19850  # receivers of this module (our range 19800-19899)
 
 def encoded(dest, events):  # noqa: ANN001, ANN201
     encoder, client = dest.build()
-    return [encoder.encode(e) for e in events], client
+    return [encoder.encode(encode(e), e if encoder.needs_doc else None) for e in events], client
 
 
 async def test_elasticsearch_resend_is_idempotent_and_429_items_alone_are_resent(tmp_path: Path) -> None:

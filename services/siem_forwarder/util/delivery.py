@@ -60,8 +60,17 @@ class Client(Protocol):
 
 
 class Encoder(Protocol):
-    """Pure: one mapped event document -> this destination's wire unit (raises :class:`EncodeError`)."""
+    """Pure: one record -> this destination's wire unit (raises :class:`EncodeError`).
 
-    def encode(self, doc: dict[str, Any]) -> Any: ...
+    ``record`` is the event's JSON exactly as read from Kafka (or re-serialised after a field mapping);
+    encoders splice it into their wire format so the forwarded JSON is byte-identical to the record and
+    ``content_hash`` still verifies at the destination. ``doc`` is the parsed record when the encoder
+    declares ``needs_doc`` (or a filter or mapping parsed it anyway), else None: the runner parses nothing
+    it does not have to.
+    """
 
-    def size(self, item: Any) -> int: ...
+    needs_doc: bool
+
+    def encode(self, record: bytes, doc: dict[str, Any] | None) -> bytes: ...
+
+    def size(self, item: bytes) -> int: ...
