@@ -43,6 +43,7 @@ HEC_PORT = 20110
 SYSLOG_PORT = 20111
 HEALTH_PORT = 20112
 BATCH = 500
+PROFILE: Path | None = None  # --profile DIR
 
 
 def make_records(n: int) -> list[tuple[bytes, bytes]]:
@@ -170,7 +171,9 @@ async def run_forwarder(h: Harness, kind: str, topic: str, n: int, tmp: Path) ->
         AUDITPIPE_LOG_LEVEL="WARNING",
     )
     start = count(h)
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "forwarder"], cwd=REPO, env=env)  # noqa: ASYNC220
+    argv = [sys.executable, "-m", "services.cli", "forwarder"]
+    proc = subprocess.Popen(argv, cwd=REPO, env=env)  # noqa: ASYNC220
+    spy = profile(proc.pid, name)
     try:
         while count(h) == start:  # noqa: ASYNC110 - the window starts at the first delivered event
             if proc.poll() is not None:
@@ -183,12 +186,26 @@ async def run_forwarder(h: Harness, kind: str, topic: str, n: int, tmp: Path) ->
         done = start + n - first
         return done / dt, cpu * 1e6 / done, rss
     finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its samples and exits
+            spy.wait(30)
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def profile(pid: int, name: str) -> subprocess.Popen | None:
+    """With ``--profile DIR``: py-spy samples ``pid`` (idle frames too: where the time goes, waiting
+    included) into ``DIR/<name>.txt`` as collapsed stacks, until SIGINT."""
+    if PROFILE is None:
+        return None
+    spy = str(Path(sys.executable).parent / "py-spy")
+    out = PROFILE / f"{name}.txt"
+    cmd = [spy, "record", "--idle", "--format", "raw", "-r", "200", "-o", str(out), "--pid", str(pid)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 async def main(n: int, reps: int) -> None:
@@ -247,5 +264,9 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--profile", type=Path, help="run the forwarder under py-spy, collapsed stacks into DIR")
     a = ap.parse_args()
+    if a.profile:
+        a.profile.mkdir(parents=True, exist_ok=True)
+        PROFILE = a.profile
     asyncio.run(main(a.events, a.reps))

@@ -6,6 +6,10 @@ and ``occurred_at`` for the conflicts table) and hands ClickHouse the record byt
 (migration 0012 maps them to columns). A record that is not a JSON object or lacks those members cannot
 even be looked up: it becomes a dead letter with the reason.
 
+The members are read with msgspec into a struct of just those four: it checks the whole record is JSON
+but builds no object for the other members (1.1 µs for a 1.1 KB record here, against 3.4 µs for a full
+``orjson.loads``).
+
 First content wins (migration 0013): a batch's ids are looked up once in ``event_ids``; :func:`classify`
 splits the batch, in offset order, into new records (first copy of an id nobody stored), redeliveries
 (the stored or an earlier copy has the same content hash: skipped, invisible) and conflicts (another
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
+import msgspec
 import orjson
 
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -56,27 +61,32 @@ def canonical_uuid(value: object) -> str | None:
         return None
 
 
+class _Members(msgspec.Struct):
+    event_id: str
+    org_id: str
+    content_hash: str
+    occurred_at: str | None = None  # a missing or unreadable time is ClickHouse's to refuse (bisected)
+
+
+_decode_members = msgspec.json.Decoder(_Members).decode
+
+
 def read_key(value: bytes | None) -> Key:
     """The members the sink needs from one record; raises :class:`RecordError` naming what is wrong."""
     if value is None:
         raise RecordError("invalid_json", "empty message (tombstone)")
     try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError as e:
+        d = _decode_members(value)
+    except msgspec.ValidationError as e:  # JSON, but not an object with those members as strings
+        raise RecordError("validation_error", str(e)) from None
+    except msgspec.DecodeError as e:
         raise RecordError("invalid_json", f"not JSON: {e}") from None
-    if not isinstance(doc, dict):
-        raise RecordError("invalid_json", "not a JSON object")
-    event_id = canonical_uuid(doc.get("event_id"))
+    event_id = canonical_uuid(d.event_id)
     if event_id is None:
-        raise RecordError("validation_error", "event_id: missing or not a UUID")
-    org_id = doc.get("org_id")
-    if not isinstance(org_id, str) or not org_id:
-        raise RecordError("validation_error", "org_id: missing or not a string")
-    content_hash = doc.get("content_hash")
-    if not isinstance(content_hash, str) or not content_hash:
-        raise RecordError("validation_error", "content_hash: missing or not a string")
-    occurred_at = doc.get("occurred_at")
-    return Key(event_id, org_id, content_hash, occurred_at if isinstance(occurred_at, str) else "")
+        raise RecordError("validation_error", "event_id: not a UUID")
+    if not d.org_id or not d.content_hash:
+        raise RecordError("validation_error", "org_id and content_hash must not be empty")
+    return Key(event_id, d.org_id, d.content_hash, d.occurred_at or "")
 
 
 def ids_of_any(value: bytes | None) -> tuple[str | None, str | None]:

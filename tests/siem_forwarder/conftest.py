@@ -64,6 +64,16 @@ async def produce(settings: Settings, topic: str, events: list[dict[str, Any]]) 
         await producer.stop()
 
 
+async def produce_raw(settings: Settings, topic: str, values: list[bytes]) -> None:
+    """Records as they are (not necessarily JSON), to one partition."""
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(topic, v, key=b"raw") for v in values])
+    finally:
+        await producer.stop()
+
+
 async def wait_until(pred: Callable[[], bool], within: float, what: str) -> float:
     start = time.monotonic()
     while not pred():

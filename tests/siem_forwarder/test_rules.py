@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -222,3 +223,42 @@ def test_chunk_by_size_respects_the_request_limit(sizes: list[int], limit: int) 
         if len(c) > 1:
             assert 2 + sum(sizes[i] + 1 for i in c) <= limit
     assert chunk_by_size(sizes, None) == ([list(range(len(sizes)))] if sizes else [])
+
+
+# ------------------------------------------------------------------ reading only the members needed
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _at(doc: object, path: str) -> object:
+    for p in path.split("."):
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(p)
+    return doc
+
+
+@given(
+    st.dictionaries(st.sampled_from(["a", "b", "actor", "x.y", ""]), json_values, max_size=5),
+    st.lists(st.sampled_from(["a", "actor", "actor.id", "actor.name", "x.y", "b.c.d", ""]), max_size=4),
+)
+def test_the_reader_returns_what_a_full_parse_would_for_every_needed_path(
+    doc: dict, paths: list[str]
+) -> None:
+    from services.siem_forwarder.util.fields import reader
+
+    got = reader(paths)(orjson.dumps(doc))
+    for p in paths:
+        assert _at(got, p) == _at(doc, p), p
+
+
+@pytest.mark.parametrize("value", [b"{nope", b"[1, 2]", b'"text"', b"\xff"])
+def test_the_reader_refuses_what_is_no_json_object(value: bytes) -> None:
+    from services.siem_forwarder.util.fields import reader
+
+    with pytest.raises(EncodeError) as e:
+        reader(["occurred_at"])(value)
+    assert e.value.reason == "invalid_json"

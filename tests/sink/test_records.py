@@ -46,7 +46,7 @@ def test_read_key_takes_the_four_members_from_both_record_forms() -> None:
         (None, "invalid_json"),
         (b"{nope", "invalid_json"),
         (b"\xff\xfe", "invalid_json"),
-        (b"[1, 2]", "invalid_json"),
+        (b"[1, 2]", "validation_error"),
         (b'{"org_id": "o", "event_id": "e", "content_hash": "h"}', "validation_error"),
         (b'{"org_id": "o", "content_hash": "h"}', "validation_error"),
         (b'{"event_id": "%s", "content_hash": "h"}' % str(uuid.uuid4()).encode(), "validation_error"),

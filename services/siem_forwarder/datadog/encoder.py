@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from services.siem_forwarder.datadog.config import MAX_LOG_BYTES, DatadogConfig
-from services.siem_forwarder.util.common_encoding import check_size, event_time, parse_record, with_member
+from services.siem_forwarder.util.common_encoding import check_size, event_time, with_member
+from services.siem_forwarder.util.fields import full
 
 
 def _tag(v: Any) -> str:
@@ -17,13 +18,16 @@ def _tag(v: Any) -> str:
 
 
 class DatadogEncoder:
-    needs_doc = True
+    needs = (
+        *("org_id", "project_id", "environment_id", "action", "event_type", "change", "actor"),
+        *("occurred_at", "received_at", "client_ip"),
+    )
 
     def __init__(self, config: DatadogConfig) -> None:
         self.config = config
 
     def encode(self, record: bytes, doc: dict[str, Any] | None) -> bytes:
-        doc = doc if doc is not None else parse_record(record)
+        doc = doc if doc is not None else full(record)
         tags = list(self.config.tags)
         for key in ("org_id", "project_id", "environment_id", "action", "event_type"):
             if doc.get(key):

@@ -7,18 +7,19 @@ from __future__ import annotations
 from typing import Any
 
 from services.siem_forwarder.elasticsearch.config import ElasticsearchConfig
-from services.siem_forwarder.util.common_encoding import dumps, event_time, parse_record, with_member
+from services.siem_forwarder.util.common_encoding import dumps, event_time, with_member
 from services.siem_forwarder.util.delivery import EncodeError
+from services.siem_forwarder.util.fields import full
 
 
 class ElasticsearchEncoder:
-    needs_doc = True
+    needs = ("event_id", "occurred_at", "received_at", "action", "event_type", "org_id", "actor", "client_ip")
 
     def __init__(self, config: ElasticsearchConfig) -> None:
         self.config = config
 
     def encode(self, record: bytes, doc: dict[str, Any] | None) -> bytes:
-        doc = doc if doc is not None else parse_record(record)
+        doc = doc if doc is not None else full(record)
         eid = doc.get("event_id")
         if not eid:
             raise EncodeError("missing_event_id", "event_id is required as the document _id")

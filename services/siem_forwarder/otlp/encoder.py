@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from services.siem_forwarder.otlp.config import OtlpConfig
-from services.siem_forwarder.util.common_encoding import dumps, event_time, parse_record, parse_ts
+from services.siem_forwarder.util.common_encoding import dumps, event_time, parse_ts
 from services.siem_forwarder.util.delivery import EncodeError
+from services.siem_forwarder.util.fields import full
 
 SEVERITY_INFO = 9
 
@@ -33,13 +34,16 @@ def attr(key: str, value: Any) -> dict[str, Any]:
 
 
 class OtlpEncoder:
-    needs_doc = True
+    needs = (
+        *("event_id", "org_id", "project_id", "environment_id", "action", "event_type", "source"),
+        *("status", "target", "actor", "client_ip", "content_hash", "occurred_at", "received_at"),
+    )
 
     def __init__(self, config: OtlpConfig) -> None:
         self.config = config
 
     def encode(self, record: bytes, doc: dict[str, Any] | None) -> bytes:
-        doc = doc if doc is not None else parse_record(record)
+        doc = doc if doc is not None else full(record)
         try:
             text = record.decode("utf-8")
         except UnicodeDecodeError:

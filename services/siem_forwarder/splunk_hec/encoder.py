@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from services.siem_forwarder.splunk_hec.config import MAX_CONTENT_LENGTH, SplunkHecConfig
-from services.siem_forwarder.util.common_encoding import check_size, dumps, record_time
+from services.siem_forwarder.util.common_encoding import check_size, dumps, event_time
 
 
 class SplunkHecEncoder:
-    needs_doc = False
+    needs = ("occurred_at", "received_at")
 
     def __init__(self, config: SplunkHecConfig) -> None:
         self.config = config
@@ -23,7 +23,8 @@ class SplunkHecEncoder:
         self._head = b"," + dumps(head)[1:-1] + b',"event":'
 
     def encode(self, record: bytes, doc: dict[str, Any] | None) -> bytes:
-        t = dumps(round(record_time(record, doc).timestamp(), 3))
+        assert doc is not None
+        t = dumps(round(event_time(doc).timestamp(), 3))
         return check_size(b'{"time":' + t + self._head + record + b"}", MAX_CONTENT_LENGTH, "HEC event")
 
     def size(self, item: bytes) -> int:

@@ -64,12 +64,13 @@ class Encoder(Protocol):
 
     ``record`` is the event's JSON exactly as read from Kafka (or re-serialised after a field mapping);
     encoders splice it into their wire format so the forwarded JSON is byte-identical to the record and
-    ``content_hash`` still verifies at the destination. ``doc`` is the parsed record when the encoder
-    declares ``needs_doc`` (or a filter or mapping parsed it anyway), else None: the runner parses nothing
-    it does not have to.
+    ``content_hash`` still verifies at the destination. ``needs`` names the (dotted) members the encoder
+    reads; ``doc`` holds at least those (absent ones as None), read by the runner together with what the
+    filter needs, and nothing else unless a field mapping needs the whole record. An encoder that needs
+    nothing gets ``doc = None`` unless the filter or mapping read the record anyway.
     """
 
-    needs_doc: bool
+    needs: tuple[str, ...]
 
     def encode(self, record: bytes, doc: dict[str, Any] | None) -> bytes: ...
 

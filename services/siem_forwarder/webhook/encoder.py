@@ -29,7 +29,7 @@ def verify(
 
 
 class WebhookEncoder:
-    needs_doc = False
+    needs: tuple[str, ...] = ()
 
     def __init__(self, config: WebhookConfig) -> None:
         self.config = config
