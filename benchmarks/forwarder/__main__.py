@@ -262,7 +262,7 @@ async def main(n: int, reps: int) -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--events", type=int, default=20_000)
+    ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--profile", type=Path, help="run the forwarder under py-spy, collapsed stacks into DIR")
     a = ap.parse_args()
