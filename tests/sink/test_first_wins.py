@@ -155,3 +155,28 @@ async def test_the_insert_token_changes_with_the_records_it_carries(ch_settings,
     assert count(s, "count()", "events") == 9
     for t in ("events_by_time", "events_by_target"):
         assert count(s, "count()", t) == 9, t
+
+
+def test_event_ids_keep_any_text_exactly(ch_settings) -> None:
+    """Entries are written as TabSeparated: orgs and hashes with tabs, newlines and backslashes come back
+    as they went in; an unreadable time becomes 0 instead of refusing rows that events already holds."""
+    import uuid
+
+    from services.sink.records import Key
+    from services.sink.writer import lookup, remember
+
+    c = make_client(ch_settings)
+    table = f"{ch_settings.clickhouse_database}.event_ids"
+    keys = [
+        Key(str(uuid.uuid4()), "org\twith\ntabs\\and\r\\n", "a" * 64, "2026-11-20T09:15:02.123Z"),
+        Key(str(uuid.uuid4()), "ü-org", "b" * 63, "2026-11-20T10:15:02.123+01:00"),
+        Key(str(uuid.uuid4()), "org-x", "c" * 64, "not a time"),
+    ]
+    remember(c, table, keys, T0)
+    got = lookup(c, table, [k.event_id for k in keys] + [str(uuid.uuid4())])
+    assert {e: (s.org_id, s.content_hash) for e, s in got.items()} == {
+        k.event_id: (k.org_id, k.content_hash) for k in keys
+    }
+    assert got[keys[0].event_id].occurred_at == T0 == got[keys[1].event_id].occurred_at
+    assert got[keys[2].event_id].occurred_at == datetime(1970, 1, 1, tzinfo=UTC)
+    assert {s.inserted_at for s in got.values()} == {T0}
