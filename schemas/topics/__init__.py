@@ -13,6 +13,7 @@ RAW = "audit.raw.v1"
 EVENTS = "audit.events.v1"
 DEADLETTER = "audit.deadletter.v1"
 ORG_SWITCH = "audit.org-switch.v1"
+ENRICHER_STATE = "audit.enricher.state.v1"
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,14 @@ class TopicSpec:
     consumers: list[str]
     schema: str
     cleanup_policy: str = "delete"
+    max_message_bytes: int | None = None
 
     def configs(self) -> dict[str, str]:
         """Topic configs for creating it."""
-        return {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy}
+        out = {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy}
+        if self.max_message_bytes is not None:
+            out["max.message.bytes"] = str(self.max_message_bytes)
+        return out
 
 
 def load_topics() -> dict[str, TopicSpec]:
@@ -46,6 +51,7 @@ def load_topics() -> dict[str, TopicSpec]:
             consumers=list(d.get("consumers", [])),
             schema=str(d["schema"]),
             cleanup_policy=str(d.get("cleanup_policy", "delete")),
+            max_message_bytes=int(d["max_message_bytes"]) if "max_message_bytes" in d else None,
         )
     return out
 

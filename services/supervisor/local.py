@@ -81,6 +81,7 @@ class LocalPipeline:
             "AUDITPIPE_ENRICHER__DATA_DIR": str(self.state_dir / "enricher"),
             "AUDITPIPE_ENRICHER__TRUSTED_PROXIES": json.dumps(list(self.trusted_proxies)),
             "AUDITPIPE_RETENTION__ARCHIVE_DIR": str(self.state_dir / "archives"),
+            "AUDITPIPE_TOKENS_FILE": str(self.state_dir / "tokens.json"),
             "AUDITPIPE_INGEST__TOKENS": json.dumps(
                 [{"producer": "demo-platform", "sha256": sha256_hex(self.ingest_token), "orgs": ["*"]}]
             ),
