@@ -1,6 +1,7 @@
 """``python -m benchmarks.sink [--events N] [--reps 3]``: the sink beside ClickHouse ingesting the same topic.
 
-Per repetition (medians of ``--reps`` are printed), each in a fresh migrated database:
+Per repetition (medians of ``--reps`` are printed; the order of the two alternates), each in a fresh
+migrated database:
 
 1. **ceiling**: ClickHouse's Kafka table engine would be the natural one, but this build (chdb-core,
    clickhouse-local serving HTTP) refuses ``ENGINE = Kafka`` (``LOGICAL_ERROR: Shutdown was called``: the
@@ -409,8 +410,12 @@ async def main(n: int, reps: int) -> int:
             dbs += [db_c, db_s]
             migrate(admin_client, db_c)
             migrate(admin_client, db_s)
-            c = await ceiling(s, admin_client, db_c, topic, n, ch_pid)
             group = f"bench-sink-{suffix}-{rep}"
+            # the order alternates, so a change of the box's load during a repetition favours neither
+            if rep % 2 == 0:
+                c = await ceiling(s, admin_client, db_c, topic, n, ch_pid)
+            if proc is not None:
+                stop(proc)
             proc = start_sink(db_s, topic, group)
             pid = proc.pid
             await wait_group_stable(s, group, proc)
@@ -418,6 +423,8 @@ async def main(n: int, reps: int) -> int:
             await wait_rows(admin_client, f"{db_s}.events", n)
             w = clock.window(n)
             rss = peak_rss_mb(proc.pid)
+            if rep % 2 == 1:
+                c = await ceiling(s, admin_client, db_c, topic, n, ch_pid)
             run = {
                 "ceiling": c.rate,
                 "sink": w.rate,
@@ -437,9 +444,6 @@ async def main(n: int, reps: int) -> int:
                 f"sink peak RSS {rss:.0f} MB",
                 flush=True,
             )
-            if rep < reps - 1:
-                stop(proc)
-                proc = None
         med = {k: median(r[k] for r in runs) for k in runs[0]}
         print(
             f"\n=== sink benchmark: {n:,} events x ~{avg:.0f} B, 6 partitions, default batching, "
