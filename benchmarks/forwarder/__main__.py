@@ -219,9 +219,11 @@ async def main(n: int, reps: int) -> None:
     rs.receiver._write_conf()
     await hec.start()
     await rs.start()
+    topics: list[str] = []
     try:
         records = make_records(n)
         topic = await make_topic(settings, records)
+        topics.append(topic)
         hec_bodies, sys_chunks = bare_payloads(records)
         keys = ("hec_fwd", "hec_bare", "sys_fwd", "sys_bare")
         rate: dict[str, list[float]] = {k: [] for k in keys}
@@ -258,6 +260,22 @@ async def main(n: int, reps: int) -> None:
     finally:
         await hec.stop()
         await rs.stop()
+        await delete_topics(settings, topics, prefix="audit.deadletter.v1.forwarder.bench-")
+
+
+async def delete_topics(settings: Settings, topics: list[str], prefix: str) -> None:
+    """The benchmark's topic and the dead-letter topics its destinations created."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        existing = await admin.list_topics()
+        gone = [t for t in existing if t in topics or t.startswith(prefix)]
+        if gone:
+            await admin.delete_topics(gone)
+    finally:
+        await admin.close()
 
 
 if __name__ == "__main__":
