@@ -54,6 +54,25 @@ class IngestSettings(BaseModel):
     publish_deadline_s: float = Field(default=5.0, gt=0)
     retry_after_s: int = Field(default=5, ge=1)
     topic: str = Field(default="audit.raw.v1", min_length=1, description="Raw topic (tests use their own)")
+    max_concurrent_requests: int = Field(
+        default=64, ge=1, description="Requests in flight before new ones get 503 + Retry-After (admission)"
+    )
+    max_inflight_body_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="Request body bytes in flight before new requests get 503 + Retry-After (admission)",
+    )
+    request_deadline_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="A request not answered within this (body upload included) gets 503 + Retry-After",
+    )
+
+    @model_validator(mode="after")
+    def _deadline_after_publish(self) -> IngestSettings:
+        if self.request_deadline_s <= self.publish_deadline_s:
+            raise ValueError("AUDITPIPE_INGEST__REQUEST_DEADLINE_S: must be longer than the publish deadline")
+        return self
 
 
 class EnricherSettings(BaseModel):
@@ -191,6 +210,30 @@ class QueryApiSettings(BaseModel):
         default="audit.org-switch.v1", description="Where the org audit switch is published for the enricher"
     )
     facet_top: int = Field(default=20, ge=1, le=1000, description="Values per facet")
+    max_concurrent_requests: int = Field(
+        default=64, ge=1, description="Requests in flight before new ones get 503 + Retry-After (admission)"
+    )
+    request_deadline_s: float = Field(
+        default=40.0,
+        gt=0,
+        description="A request whose answer has not started by then gets 503 + Retry-After",
+    )
+    retry_after_s: int = Field(default=5, ge=1, description="Retry-After of overload answers (503, 429)")
+    export_timeout_s: float = Field(
+        default=900.0, gt=0, description="An export still streaming after this is cut (and audited as such)"
+    )
+    export_max_per_principal: int = Field(
+        default=2, ge=1, description="Concurrent exports of one principal before 429 + Retry-After"
+    )
+    export_max_concurrent: int = Field(
+        default=8, ge=1, description="Concurrent exports of all principals before 429 + Retry-After"
+    )
+
+    @model_validator(mode="after")
+    def _deadline_after_query(self) -> QueryApiSettings:
+        if self.request_deadline_s <= self.query_timeout_s:
+            raise ValueError("AUDITPIPE_QUERY_API__REQUEST_DEADLINE_S: must be longer than the query timeout")
+        return self
 
 
 class StackSettings(BaseModel):
@@ -470,7 +513,7 @@ def _describe(err: ValidationError) -> str:
     loc = [str(x) for x in e.get("loc", ())]
     name = "AUDITPIPE_" + "__".join(x.upper() for x in loc) if loc else "AUDITPIPE_*"
     msg = e.get("msg", "invalid").replace("Value error, ", "")
-    m = _NAMED.match(msg) if not loc else None
+    m = _NAMED.match(msg)
     if m:  # a rule over several fields names the setting at the start of its message
         name, msg = m.group(1), m.group(2)
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""

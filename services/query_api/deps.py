@@ -9,8 +9,8 @@ from clickhouse_connect.driver.client import Client
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from services.common.audit_events import AuditPublisher
 from services.common.settings import Settings
-from services.query_api.audit import AuditPublisher
 from services.query_api.auth import Principal, authenticate
 from services.query_api.query import FilterError, Filters
 
@@ -66,8 +66,38 @@ def manager(p: CurrentPrincipal) -> Principal:
     return p
 
 
+def org_manager(p: Annotated[Principal, Depends(manager)]) -> Principal:
+    """A Manager whose token covers whole organisations: retention and the audit switch act on every
+    project and environment of an org, so a project- or environment-scoped Manager may not change them."""
+    if p.restricted:
+        raise HTTPException(
+            403, detail="requires a Manager token for a whole organisation (no project scope)"
+        )
+    return p
+
+
 EventViewer = Annotated[Principal, Depends(event_viewer)]
 ManagerPrincipal = Annotated[Principal, Depends(manager)]
+OrgManager = Annotated[Principal, Depends(org_manager)]
+
+
+def request_info(request: Request) -> dict[str, Any]:
+    """The request as the audit event of a sensitive action records it (every query value kept)."""
+    query: dict[str, Any] = {}
+    for k, v in request.query_params.multi_items():
+        if k not in query:
+            query[k] = v
+        elif isinstance(query[k], list):
+            query[k].append(v)
+        else:
+            query[k] = [query[k], v]
+    return {
+        "method": request.method,
+        "path": request.url.path,
+        "query": query,
+        "peer_ip": request.client.host if request.client else None,
+        "user_agent": request.headers.get("user-agent"),
+    }
 
 
 def _utc(v: datetime | None) -> datetime | None:

@@ -12,11 +12,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from services.common.admission import query_api_limits
+from services.common.audit_events import AuditPublisher
 from services.common.clickhouse import make_client
+from services.common.http_security import protect
 from services.common.logging import log
 from services.common.metrics import counter, histogram
 from services.common.settings import Settings, get_settings
-from services.query_api.audit import AuditPublisher
+from services.query_api.export import ExportSlots
 from services.query_api.routes import archives, events, health, me, retention
 
 STATIC = Path(__file__).parent / "static"
@@ -53,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings, send_receive_timeout=int(settings.query_api.query_timeout_s) + 30
     )
     app.state.audit = AuditPublisher(settings, settings.query_api.audit_topic)
+    qa = settings.query_api
+    app.state.export_slots = ExportSlots(qa.export_max_per_principal, qa.export_max_concurrent)
 
     # archives before events: /api/events/archives must match before /api/events/{event_id}
     for r in (health.router, me.router, archives.router, events.router, retention.router):
@@ -87,4 +92,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         REQUEST_SECONDS.labels(name, str(response.status_code)).observe(time.perf_counter() - t0)
         return response
 
+    # outermost: overload answered before routing, security headers on every response (those too)
+    protect(app, "query_api", query_api_limits(settings), no_store=("/api",))
     return app

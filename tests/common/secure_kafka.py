@@ -179,7 +179,8 @@ class SecureBroker:
                 log = (self.state_dir / "stack" / "kafka" / "stdout.log").read_text(errors="replace")
                 raise RuntimeError("secure broker did not start: " + " | ".join(log.splitlines()[-5:]))
             time.sleep(1)
-        topics = [*load_topics().values(), TopicSpec(STATE_TOPIC, 1, 1, -1, "producer", [], [], "", "compact")]
+        state = TopicSpec(STATE_TOPIC, 1, 1, -1, "producer", [], [], "", "compact")
+        topics = [*load_topics().values(), state]
         asyncio.run(ensure_topics(admin, topics))
         asyncio.run(apply_acls(admin, acl_table()))
 

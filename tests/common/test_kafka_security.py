@@ -11,6 +11,7 @@ enricher's mapping). The ACLs let only the enricher write ``audit.events.v1`` an
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import subprocess
 import sys
@@ -98,20 +99,9 @@ def test_ingest_producer_over_sasl_ssl(broker: SecureBroker) -> None:
     from services.ingest.app import create_app
 
     token = "secure-test-" + uuid.uuid4().hex
-    import hashlib
-
+    tok = IngestToken(producer="svc", sha256=hashlib.sha256(token.encode()).hexdigest(), orgs=["*"])
     s = broker.settings("auditpipe-ingest")
-    s = s.model_copy(
-        update={
-            "ingest": s.ingest.model_copy(
-                update={
-                    "tokens": [
-                        IngestToken(producer="svc", sha256=hashlib.sha256(token.encode()).hexdigest(), orgs=["*"])
-                    ]
-                }
-            )
-        }
-    )
+    s = s.model_copy(update={"ingest": s.ingest.model_copy(update={"tokens": [tok]})})
     ev = {
         "event_id": str(uuid.uuid4()),
         "occurred_at": datetime.now(UTC).isoformat(),
@@ -240,9 +230,8 @@ def test_faust_app_with_faust_credentials(broker: SecureBroker, tmp_path: Path) 
 
 # ------------------------------------------------------------------------------------------ ACLs
 def _writers(topic: str) -> set[str]:
-    return {
-        p for p, e in acl_table().items() if any(a["name"] == topic and "Write" in a["ops"] for a in e["acls"])
-    }
+    table = acl_table()
+    return {p for p, e in table.items() if any(a["name"] == topic and "Write" in a["ops"] for a in e["acls"])}
 
 
 @pytest.mark.parametrize("topic", [EVENTS, SWITCH, RAW, DEAD])
@@ -274,7 +263,8 @@ def test_reads_need_the_topic_and_the_group(broker: SecureBroker) -> None:
 
     assert asyncio.run(consume("auditpipe-sink", EVENTS, "auditpipe-sink")) == "ok"
     # the sink's group, but a topic it may not read
-    assert asyncio.run(consume("auditpipe-sink", RAW, "auditpipe-sink")) == TopicAuthorizationFailedError.__name__
+    denied = TopicAuthorizationFailedError.__name__
+    assert asyncio.run(consume("auditpipe-sink", RAW, "auditpipe-sink")) == denied
     # its topic, but another component's group
     assert asyncio.run(consume("auditpipe-sink", EVENTS, "auditpipe-enricher")) == (
         GroupAuthorizationFailedError.__name__

@@ -15,8 +15,8 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from services.common.audit_events import PRODUCER_QUERY_API, AuditUnavailable, person, system_event
 from services.query_api import archives as A
-from services.query_api.audit import AuditUnavailable, audit_event
 from services.query_api.auth import Principal
 from services.query_api.deps import (
     AuditDep,
@@ -24,6 +24,7 @@ from services.query_api.deps import (
     ManagerPrincipal,
     SettingsDep,
     field_error,
+    request_info,
 )
 
 router = APIRouter(prefix="/api/events/archives", tags=["archives"])
@@ -56,16 +57,6 @@ def _archive_error(e: A.ArchiveError) -> HTTPException:
     return HTTPException(404, detail="archive not found")
 
 
-def _req(request: Request) -> dict:
-    return {
-        "method": request.method,
-        "path": request.url.path,
-        "query": dict(request.query_params),
-        "peer_ip": request.client.host if request.client else None,
-        "user_agent": request.headers.get("user-agent"),
-    }
-
-
 @router.get("", summary="List archive files")
 def list_archives(principal: EventViewer, settings: SettingsDep, org: OrgQuery = None) -> dict:
     o = _org_for(principal, org, required=False)
@@ -95,9 +86,12 @@ async def download_archive(
         info, path = await run_in_threadpool(A.get, settings, filename, o)
     except A.ArchiveError as e:
         raise _archive_error(e) from None
-    ev = audit_event(
-        principal, o, "audit_archive:download", "access", "audit_archive", info.file,
-        f"Downloaded archived audit log {info.file} ({info.rows} events of {info.day})", _req(request),
+    ev = system_event(
+        org_id=o, actor=person(principal.name), action="audit_archive:download", event_type="access",
+        target_type="audit_archive", target_id=info.file,
+        change=f"Downloaded archived audit log {info.file} ({info.rows} events of {info.day})",
+        metadata={"day": str(info.day), "rows": str(info.rows), "sha256": info.sha256},
+        request=request_info(request), source="query_api", producer=PRODUCER_QUERY_API,
     )  # fmt: skip
     try:
         await audit.publish(ev)
