@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -219,7 +220,11 @@ async def export(
             db, filters, principal.scope, sort, order, ["event_json", *sort_cols], dedup
         )
     # small blocks keep memory flat while streaming; ClickHouse stops the query at the export time limit
-    chs = {"readonly": 2, "max_block_size": 1024, "max_execution_time": int(cfg.export_timeout_s)}
+    chs = {
+        "readonly": 2,
+        "max_block_size": 1024,
+        "max_execution_time": max(1, math.ceil(cfg.export_timeout_s)),
+    }
     media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
     return AuditedExportResponse(job, _source(client, sql, params, chs, format), media)
 
