@@ -115,13 +115,16 @@ def secure_docs(app: FastAPI) -> None:
         )
     app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in pages]
     for path, render in pages.items():
+        app.add_api_route(path, _page(render), include_in_schema=False, methods=["GET"])
 
-        def page(render: Callable[[], HTMLResponse] = render) -> HTMLResponse:
-            resp = render()
-            resp.headers["content-security-policy"] = docs_policy(bytes(resp.body).decode())
-            return resp
 
-        app.add_api_route(path, page, include_in_schema=False, methods=["GET"])
+def _page(render: Callable[[], HTMLResponse]) -> Callable[[], HTMLResponse]:
+    def page() -> HTMLResponse:
+        resp = render()
+        resp.headers["content-security-policy"] = docs_policy(bytes(resp.body).decode())
+        return resp
+
+    return page
 
 
 def protect(app: FastAPI, service: str, limits: Limits, no_store: tuple[str, ...] = ("/",)) -> None:

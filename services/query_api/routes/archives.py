@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -19,16 +20,30 @@ from services.common.audit_events import PRODUCER_QUERY_API, AuditUnavailable, p
 from services.query_api import archives as A
 from services.query_api.auth import Principal
 from services.query_api.deps import (
+    API_ERRORS,
     AuditDep,
     EventViewer,
     ManagerPrincipal,
     SettingsDep,
     field_error,
+    known_query_params,
     request_info,
 )
 
-router = APIRouter(prefix="/api/events/archives", tags=["archives"])
+router = APIRouter(
+    prefix="/api/events/archives",
+    tags=["archives"],
+    responses=API_ERRORS,
+    dependencies=[Depends(known_query_params)],
+)
 
+FileName = Annotated[
+    str,
+    PathParam(
+        pattern=r"^events-\d{4}-\d{2}-\d{2}(\.\d+)?\.jsonl(\.gz)?$",
+        description="events-YYYY-MM-DD[.N].jsonl[.gz]",
+    ),
+]
 OrgQuery = Annotated[
     str | None, Query(max_length=256, description="Organisation (defaults to the token's org)")
 ]
@@ -71,9 +86,20 @@ def _chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-@router.get("/{filename}", summary="Download an archive file (audited)")
+@router.get(
+    "/{filename}",
+    summary="Download an archive file (audited)",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The day file (JSON lines, or gzip when archives are compressed)",
+            "content": {"application/x-ndjson": {}, "application/gzip": {}},
+        },
+        409: API_ERRORS[404] | {"description": "Too recent to delete"},
+    },
+)
 async def download_archive(
-    filename: str,
+    filename: FileName,
     request: Request,
     principal: EventViewer,
     settings: SettingsDep,
@@ -108,9 +134,13 @@ async def download_archive(
     )
 
 
-@router.delete("/{filename}", summary="Delete an archive file (Manager; 30-day rule; audited)")
+@router.delete(
+    "/{filename}",
+    summary="Delete an archive file (Manager; 30-day rule; audited)",
+    responses={409: API_ERRORS[404] | {"description": "Created less than delete_min_age_days ago"}},
+)
 async def delete_archive(
-    filename: str,
+    filename: FileName,
     principal: ManagerPrincipal,
     settings: SettingsDep,
     org: OrgQuery = None,

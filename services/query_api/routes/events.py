@@ -9,13 +9,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from services.common.audit_events import AuditUnavailable
 from services.common.settings import Settings
 from services.query_api import query as Q
 from services.query_api.deps import (
+    API_ERRORS,
     AuditDep,
     ClientDep,
     EventViewer,
@@ -23,11 +24,14 @@ from services.query_api.deps import (
     SettingsDep,
     ch_settings,
     field_error,
+    known_query_params,
     request_info,
 )
 from services.query_api.export import EXPORTS, AuditedExportResponse, Export, ExportSlots, too_many
 
-router = APIRouter(prefix="/api/events", tags=["events"])
+router = APIRouter(
+    prefix="/api/events", tags=["events"], responses=API_ERRORS, dependencies=[Depends(known_query_params)]
+)
 
 
 def _jsonable(v: Any) -> Any:
@@ -172,7 +176,17 @@ def _source(
 @router.get(
     "/export",
     summary="Export matching events as CSV or JSON lines (streamed; audited; limited per principal)",
-    responses={429: {"description": "Too many concurrent exports; Retry-After is set"}},
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The matching events, streamed",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
+        },
+        429: API_ERRORS[403] | {"description": "Too many concurrent exports; Retry-After is set"},
+    },
 )
 async def export(
     request: Request,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
@@ -19,16 +19,23 @@ from schemas.topics import ORG_SWITCH, spec_as
 from services.common.audit_events import PRODUCER_QUERY_API, AuditUnavailable, person, system_event
 from services.common.kafka import ensure_topics
 from services.query_api.deps import (
+    API_ERRORS,
     AuditDep,
     ClientDep,
     OrgManager,
     SettingsDep,
     ch_settings,
     field_error,
+    known_query_params,
     request_info,
 )
 
-router = APIRouter(prefix="/api/settings", tags=["settings"])
+router = APIRouter(
+    prefix="/api/settings",
+    tags=["settings"],
+    responses=API_ERRORS,
+    dependencies=[Depends(known_query_params)],
+)
 
 OrgQuery = Annotated[
     str | None, Query(max_length=256, description="Organisation (defaults to the token's org)")
@@ -36,7 +43,9 @@ OrgQuery = Annotated[
 
 
 class RetentionUpdate(BaseModel):
-    retention_days: int = Field(description="Days events stay queryable before archiving")
+    retention_days: int = Field(
+        ge=1, description="Days events stay queryable before archiving (1..365, 3650 self-hosted)"
+    )
     audit_enabled: bool = Field(description="Audit on/off for the org")
 
 
