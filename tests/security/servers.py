@@ -99,8 +99,9 @@ def ingest_env(bootstrap: str, topic: str, **extra: str) -> dict[str, str]:
 
 
 def query_env(bootstrap: str, clickhouse_url: str, database: str, audit_topic: str, archives: Path,
-              **extra: str) -> dict[str, str]:  # fmt: skip
-    tokens = [{"principal": k, "sha256": sha(t), **kw} for k, (t, kw) in QUERY_TOKENS.items()]
+              tokens: dict[str, tuple[str, dict]] | None = None, **extra: str) -> dict[str, str]:  # fmt: skip
+    """The query API's environment; ``tokens`` (name -> (token, fields)) default to QUERY_TOKENS."""
+    tokens = [{"principal": k, "sha256": sha(t), **kw} for k, (t, kw) in (tokens or QUERY_TOKENS).items()]
     return base_env(
         AUDITPIPE_KAFKA_BOOTSTRAP=bootstrap,
         AUDITPIPE_CLICKHOUSE_URL=clickhouse_url,
