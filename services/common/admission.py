@@ -15,7 +15,7 @@ that has started (a streamed export) is not cut by this limiter.
 
 Health, readiness and metrics paths are never limited: probes must answer under overload. Memory stays
 bounded because both the number of requests and the bytes of their bodies are. Rejections are counted in
-``auditpipe_http_admission_rejected_total{service,reason}``.
+``auditpipe_<service>_admission_rejected_total{reason}``, the load in ``auditpipe_<service>_in_flight_*``.
 
 Pure ASGI (no BaseHTTPMiddleware): the check costs two integer comparisons and runs before routing.
 """
@@ -41,13 +41,22 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
-REJECTED = counter(
-    "http", "admission_rejected_total", "Requests answered 503 by admission control", ("service", "reason")
-)
-IN_FLIGHT = gauge("http", "in_flight_requests", "Requests admitted and not finished", ("service",))
-IN_FLIGHT_BYTES = gauge(
-    "http", "in_flight_body_bytes", "Request body bytes declared by admitted requests", ("service",)
-)
+_REJECTED = "Requests answered 503 by admission control (requests, body_bytes, deadline)"
+_IN_FLIGHT = "Requests admitted and not finished"
+_IN_FLIGHT_BYTES = "Request body bytes declared by admitted requests"
+# (rejected, in flight, in-flight body bytes) per HTTP service: auditpipe_<service>_...
+METRICS = {
+    "ingest": (
+        counter("ingest", "admission_rejected_total", _REJECTED, ("reason",)),
+        gauge("ingest", "in_flight_requests", _IN_FLIGHT),
+        gauge("ingest", "in_flight_body_bytes", _IN_FLIGHT_BYTES),
+    ),
+    "query_api": (
+        counter("query_api", "admission_rejected_total", _REJECTED, ("reason",)),
+        gauge("query_api", "in_flight_requests", _IN_FLIGHT),
+        gauge("query_api", "in_flight_body_bytes", _IN_FLIGHT_BYTES),
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -85,8 +94,7 @@ class AdmissionLimiter:
         self.limits = limits
         self.active = 0
         self.body_bytes = 0
-        self._in_flight = IN_FLIGHT.labels(service)
-        self._in_flight_bytes = IN_FLIGHT_BYTES.labels(service)
+        self._rejected, self._in_flight, self._in_flight_bytes = METRICS[service]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS:
@@ -95,7 +103,7 @@ class AdmissionLimiter:
         cost = body_cost(scope, self.limits.unknown_body_bytes)
         why = overloaded(self.active, self.body_bytes, cost, self.limits)
         if why is not None:
-            REJECTED.labels(self.service, why).inc()
+            self._rejected.labels(why).inc()
             await self._refuse(send, "overloaded", f"server busy ({why}); retry later")
             return
         self.active += 1
@@ -135,7 +143,7 @@ class AdmissionLimiter:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-            REJECTED.labels(self.service, "deadline").inc()
+            self._rejected.labels("deadline").inc()
             await self._refuse(send, "deadline", f"not answered within {deadline:g} s; retry later")
             return
         try:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.common.admission import REJECTED, AdmissionLimiter, Limits, body_cost, overloaded
+from services.common.admission import METRICS, AdmissionLimiter, Limits, body_cost, overloaded
 from services.common.http_security import CSP, SecurityHeaders
 
 
@@ -91,8 +91,8 @@ def _client(app) -> httpx.AsyncClient:  # noqa: ANN001
 
 async def test_concurrency_limit_answers_503_with_retry_after() -> None:
     inner = Held()
-    app = AdmissionLimiter(inner, service="test", limits=Limits(2, 10_000, 100, None, 7))
-    before = REJECTED.labels("test", "requests")._value.get()
+    app = AdmissionLimiter(inner, service="ingest", limits=Limits(2, 10_000, 100, None, 7))
+    before = METRICS["ingest"][0].labels("requests")._value.get()
     async with _client(app) as c:
         held = [asyncio.create_task(c.get("/api/x")) for _ in range(2)]
         while inner.entered < 2:  # noqa: ASYNC110 - the app under test counts, it has no event
@@ -108,13 +108,13 @@ async def test_concurrency_limit_answers_503_with_retry_after() -> None:
         inner.release.set()
         assert [x.status_code for x in await asyncio.gather(*held)] == [200, 200]
         assert (await c.get("/api/x")).status_code == 200  # slots were given back
-    assert REJECTED.labels("test", "requests")._value.get() == before + 1
+    assert METRICS["ingest"][0].labels("requests")._value.get() == before + 1
     assert app.active == 0 and app.body_bytes == 0
 
 
 async def test_body_bytes_in_flight_are_bounded() -> None:
     inner = Held()
-    app = AdmissionLimiter(inner, service="test", limits=Limits(10, 100, 100, None, 1))
+    app = AdmissionLimiter(inner, service="ingest", limits=Limits(10, 100, 100, None, 1))
     async with _client(app) as c:
         first = asyncio.create_task(c.post("/v1/events", content=b"x" * 80))
         while inner.entered < 1:  # noqa: ASYNC110
@@ -128,7 +128,7 @@ async def test_body_bytes_in_flight_are_bounded() -> None:
 
 async def test_deadline_answers_503_and_cancels_the_request() -> None:
     inner = Held(delay_s=5)
-    app = AdmissionLimiter(inner, service="test", limits=Limits(10, 1000, 100, 0.2, 3))
+    app = AdmissionLimiter(inner, service="ingest", limits=Limits(10, 1000, 100, 0.2, 3))
     async with _client(app) as c:
         t0 = asyncio.get_running_loop().time()
         r = await c.get("/api/slow")
@@ -139,7 +139,7 @@ async def test_deadline_answers_503_and_cancels_the_request() -> None:
 
 async def test_deadline_does_not_cut_a_started_response() -> None:
     app = AdmissionLimiter(
-        Held(delay_s=0.4, stream=True), service="test", limits=Limits(10, 1000, 100, 0.1, 3)
+        Held(delay_s=0.4, stream=True), service="ingest", limits=Limits(10, 1000, 100, 0.1, 3)
     )
     async with _client(app) as c:
         r = await c.get("/api/export")

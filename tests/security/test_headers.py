@@ -148,7 +148,7 @@ def test_overload_answers_carry_the_headers_too() -> None:
     def x() -> dict:
         return {}
 
-    protect(app, "test", Limits(0, 0, 0, None, 4))  # admits nothing
+    protect(app, "query_api", Limits(0, 0, 0, None, 4))  # admits nothing
     with TestClient(app) as c:
         r = c.get("/api/x")
     assert r.status_code == 503 and r.headers["retry-after"] == "4" and r.json()["error"] == "overloaded"
