@@ -23,7 +23,6 @@ Pure ASGI (no BaseHTTPMiddleware): the check costs two integer comparisons and r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -123,34 +122,26 @@ class AdmissionLimiter:
         if deadline is None:
             await self.app(scope, receive, send)
             return
-        started = asyncio.Event()
+        # asyncio.timeout on this very task, switched off when the response starts: no extra task, event
+        # or future per request (benchmarks/hardening: +8 us per request in all, +18 with a watcher task)
+        limit = asyncio.timeout(deadline)
+        started = False
 
         async def send_started(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                started.set()
+            nonlocal started
+            if not started and message["type"] == "http.response.start":
+                started = True
+                limit.reschedule(None)
             await send(message)
 
-        task = asyncio.ensure_future(self.app(scope, receive, send_started))
-        waiter = asyncio.ensure_future(started.wait())
         try:
-            await asyncio.wait({task, waiter}, timeout=deadline, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:  # the server gave up on this request (disconnect, shutdown)
-            task.cancel()
-            raise
-        finally:
-            waiter.cancel()
-        if not task.done() and not started.is_set():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            async with limit:
+                await self.app(scope, receive, send_started)
+        except TimeoutError:
+            if started or not limit.expired():
+                raise  # the app's own timeout, or after the answer began: not ours to hide
             self._rejected.labels("deadline").inc()
             await self._refuse(send, "deadline", f"not answered within {deadline:g} s; retry later")
-            return
-        try:
-            await task
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
 
     async def _refuse(self, send: Send, error: str, message: str) -> None:
         retry = self.limits.retry_after_s
