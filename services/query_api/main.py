@@ -10,7 +10,7 @@ from pathlib import Path
 
 from clickhouse_connect import common
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -113,6 +113,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/", include_in_schema=False)
     def viewer() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.exception_handler(UnicodeDecodeError)
+    async def not_utf8(_request: object, _exc: UnicodeDecodeError) -> JSONResponse:
+        # FastAPI reads a body without Content-Type as JSON and lets a non-UTF-8 body's UnicodeDecodeError
+        # escape (a 500); with a JSON Content-Type the same body is its 400 "error parsing the body"
+        return JSONResponse({"detail": "the body is not UTF-8 JSON"}, status_code=400)
 
     app.add_middleware(Observe)
 

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.clickhouse]
 
 
 @pytest.fixture(scope="module")
-def api(clickhouse_settings: Settings) -> Iterator[TestClient]:
+def api(clickhouse_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     from services.common.clickhouse import make_client
     from services.common.migrations import migrate
 
@@ -29,7 +29,10 @@ def api(clickhouse_settings: Settings) -> Iterator[TestClient]:
     ch = make_client(clickhouse_settings)
     migrate(ch, db)
     qa = clickhouse_settings.query_api.model_copy(update={"tokens": query_tokens(), "audit_topic": "unused"})
-    s = clickhouse_settings.model_copy(update={"query_api": qa, "clickhouse_database": db})
+    archives = tmp_path_factory.mktemp("archives")
+    (archives / "org-acme").mkdir()
+    ret = clickhouse_settings.retention.model_copy(update={"archive_dir": archives})
+    s = clickhouse_settings.model_copy(update={"query_api": qa, "clickhouse_database": db, "retention": ret})
     try:
         with TestClient(create_app(s)) as c:
             yield c
@@ -98,7 +101,27 @@ def test_openapi_documents_every_answer(api: TestClient) -> None:
     assert {"application/x-ndjson", "application/gzip"} <= set(download)
 
 
-# Ingest (the lead's code), finding 5: a timestamp that overflows when converted to UTC answers 500.
+# Query API, finding 5: an org id of 256 non-ASCII characters (allowed) percent-encodes to a folder name
+# of ~3 KB; asking the file system for its archives failed with ENAMETOOLONG -> 500. Exact request
+# (schemathesis, positive): GET /api/events/archives?org=𝓣𝓱𝓮 𝓺𝓾𝓲𝓬𝓴 𝓫𝓻𝓸𝔀𝓷 𝓯𝓸𝔁 … (mathematical script letters)
+def test_archives_of_an_org_whose_folder_name_cannot_exist(api: TestClient) -> None:
+    org = "𝓣𝓱𝓮 𝓺𝓾𝓲𝓬𝓴 𝓫𝓻𝓸𝔀𝓷 𝓯𝓸𝔁 𝓳𝓾𝓶𝓹𝓼 𝓸𝓿𝓮𝓻 𝓽𝓱𝓮 𝓵𝓪𝔃𝔂 𝓭𝓸𝓰"
+    r = api.get("/api/events/archives", params={"org": org}, headers=auth("manager"))
+    assert r.status_code == 200 and r.json()["archives"] == []
+    for method in ("GET", "DELETE"):
+        r = api.request(method, "/api/events/archives/events-2026-01-01.jsonl", params={"org": org},
+                        headers=auth("manager"))  # fmt: skip
+        assert r.status_code in (404, 503), (method, r.text)  # DELETE audits first (no Kafka here)
+
+
+# Query API, finding 6: a body that is not UTF-8, sent without Content-Type, made FastAPI's JSON decoding
+# raise UnicodeDecodeError -> 500 (hypothesis bodies): PUT /api/settings/retention, body b"\xc9ldl1".
+def test_non_utf8_body_without_content_type_is_400(api: TestClient) -> None:
+    r = api.put("/api/settings/retention?org=org-acme", content=b"\xc9ldl1", headers=auth("manager"))
+    assert r.status_code == 400 and r.json()["detail"]
+
+
+# Ingest (the lead's code), finding 7: a timestamp that overflows when converted to UTC answers 500.
 # schemas/events_v1.py RawEvent._utc calls astimezone(UTC), which raises OverflowError (not a ValueError,
 # so pydantic does not turn it into a validation error). Exact request (schemathesis, positive):
 #   POST /v1/events  {"action": "0:0", "occurred_at": "0005-01-02T01:00:01Z", "org_id": "0",
@@ -109,7 +132,7 @@ def test_ingest_timestamp_overflow_is_422(kafka_settings: Settings) -> None:
     assert _ingest_status(kafka_settings, received_at="0001-01-01T00:01:01+02:00") == 422
 
 
-# Ingest (the lead's code), finding 6: an occurred_at the store refuses (before 2000 or from 2200 on:
+# Ingest (the lead's code), finding 8: an occurred_at the store refuses (before 2000 or from 2200 on:
 # migration 0004's constraint) is answered 202, then dead-lettered by the sink: an accepted event that is
 # never stored, decided by producer content. Exact request (schemathesis, positive):
 #   POST /v1/events  {"action": "0:0", "occurred_at": "0005-01-02T01:00:01Z", "org_id": "0", "target": {}}
