@@ -455,23 +455,19 @@ def production_problems(s: Settings) -> list[tuple[str, str]]:
         if "orgs" not in t.model_fields_set:
             out.append(
                 (
-                    f"AUDITPIPE_INGEST__TOKENS[{i}].orgs",
+                    f"AUDITPIPE_INGEST__TOKENS ([{i}].orgs)",
                     f'token of {t.producer!r} must list its orgs (["*"] = any)',
                 )
             )
         elif not t.orgs:
-            out.append((f"AUDITPIPE_INGEST__TOKENS[{i}].orgs", f"token of {t.producer!r} lists no org"))
+            out.append((f"AUDITPIPE_INGEST__TOKENS ([{i}].orgs)", f"token of {t.producer!r} lists no org"))
         if is_placeholder_hash(t.sha256) or is_placeholder(t.producer):
-            out.append(
-                (f"AUDITPIPE_INGEST__TOKENS[{i}].sha256", "a placeholder/example token; make a real one")
-            )
+            out.append((f"AUDITPIPE_INGEST__TOKENS ([{i}].sha256)", "a placeholder/example token"))
     if not s.query_api.tokens:
         out.append(("AUDITPIPE_QUERY_API__TOKENS", "production needs at least one query token"))
     for i, q in enumerate(s.query_api.tokens):
         if is_placeholder_hash(q.sha256) or is_placeholder(q.principal):
-            out.append(
-                (f"AUDITPIPE_QUERY_API__TOKENS[{i}].sha256", "a placeholder/example token; make a real one")
-            )
+            out.append((f"AUDITPIPE_QUERY_API__TOKENS ([{i}].sha256)", "a placeholder/example token"))
     return out
 
 
@@ -505,7 +501,8 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
         return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
 
 
-_NAMED = re.compile(r"^(AUDITPIPE_[A-Z0-9_]+(?:\[\d+\]\.[a-z0-9_]+)?): (.*)$", re.S)
+# "AUDITPIPE_X: why" or "AUDITPIPE_X (where inside its value): why"
+_NAMED = re.compile(r"^(AUDITPIPE_[A-Z0-9_]+(?: \([^)]*\))?): (.*)$", re.S)
 
 
 def _describe(err: ValidationError) -> str:
