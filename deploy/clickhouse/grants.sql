@@ -27,10 +27,15 @@ GRANT INSERT ON audit.event_conflicts TO auditpipe_writer;
 GRANT SELECT ON audit.events TO auditpipe_archiver;
 GRANT SELECT ON audit.org_settings TO auditpipe_archiver;
 GRANT ALTER DELETE ON audit.events TO auditpipe_archiver;
+-- the time-sorted copy (0011) loses an archived day together with events (first, same filter)
+GRANT ALTER DELETE ON audit.events_by_time TO auditpipe_archiver;
 
 -- The query API: read events; write per-org retention settings (never events).
 GRANT SELECT ON audit.events TO auditpipe_query_api;
 GRANT SELECT ON audit.events_dedup TO auditpipe_query_api;
+-- the view-fed copies the API reads for target ids (0010) and free text across orgs (0011)
+GRANT SELECT ON audit.events_by_target TO auditpipe_query_api;
+GRANT SELECT ON audit.events_by_time TO auditpipe_query_api;
 GRANT SELECT, INSERT ON audit.org_settings TO auditpipe_query_api;
 GRANT SELECT ON audit.event_conflicts TO auditpipe_query_api;
 

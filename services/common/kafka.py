@@ -1,31 +1,78 @@
-"""Kafka helpers shared by every service: client factories, topic creation, dead letters, lag."""
+"""Kafka helpers shared by every service: client factories, topic creation, dead letters, lag.
+
+Every aiokafka client (producers, consumers, admin clients) gets its security from
+:func:`security_kwargs`, and the enricher's faust app from :func:`faust_credentials`: one reading of the
+``AUDITPIPE_KAFKA_*`` settings (protocol, SASL mechanism and user, TLS trust and client certificate), so
+no client can end up on a weaker connection than the others.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from auditpipe.backoff import Backoff
 from auditpipe.wire import DURABLE_PRODUCER_CONFIG
 from schemas.events_v1 import DeadLetter
 from schemas.topics import DEADLETTER, TopicSpec, load_topics
 from services.common.metrics import CONSUMER_LAG
-from services.common.settings import Settings
+from services.common.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from faust.types.auth import CredentialsT
 
 JSON_HEADERS = [("content-type", b"application/json"), ("schema-version", b"1")]
 
 
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of every Kafka connection (None for PLAINTEXT / SASL_PLAINTEXT).
+
+    The broker's certificate is always verified (against ``kafka_ssl_cafile``, else the system trust
+    store), its name checked unless ``kafka_ssl_check_hostname`` is off (refused in production), TLS 1.2 at
+    least; a client certificate is presented when ``kafka_ssl_certfile`` is set (mutual TLS). An unreadable
+    file raises :class:`SettingsError` naming the setting.
+    """
+    if not settings.kafka_security_protocol.endswith("SSL"):
+        return None
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    except ssl.SSLError as e:  # pragma: no cover - broken system store
+        raise SettingsError(f"invalid setting AUDITPIPE_KAFKA_SSL_CAFILE: {e}") from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = settings.kafka_ssl_check_hostname
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    name = "AUDITPIPE_KAFKA_SSL_CAFILE"
+    try:
+        if settings.kafka_ssl_cafile is not None:
+            ctx.load_verify_locations(cafile=str(settings.kafka_ssl_cafile))
+        if settings.kafka_ssl_certfile is not None:
+            name = "AUDITPIPE_KAFKA_SSL_CERTFILE"
+            pw = settings.kafka_ssl_key_password
+            ctx.load_cert_chain(
+                str(settings.kafka_ssl_certfile),
+                str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+                pw.get_secret_value() if pw is not None else None,
+            )
+    except OSError as e:  # ssl.SSLError included
+        reason = getattr(e, "reason", None) or e.strerror or type(e).__name__
+        raise SettingsError(f"invalid setting {name}: cannot load it ({reason})") from None
+    return ctx
+
+
 def security_kwargs(settings: Settings) -> dict[str, Any]:
-    """The Kafka security settings as aiokafka client keyword arguments (every client of every service)."""
+    """Keyword arguments every aiokafka client (producer, consumer, admin) is built with."""
     kw: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
-    if settings.kafka_sasl_mechanism:
+    ctx = ssl_context(settings)
+    if ctx is not None:
+        kw["ssl_context"] = ctx
+    if settings.kafka_security_protocol.startswith("SASL_"):
         kw["sasl_mechanism"] = settings.kafka_sasl_mechanism
         kw["sasl_plain_username"] = settings.kafka_sasl_username
         if settings.kafka_sasl_password is not None:
@@ -33,22 +80,21 @@ def security_kwargs(settings: Settings) -> dict[str, Any]:
     return kw
 
 
-_security = security_kwargs  # former private name, kept for callers not yet moved
+_security = security_kwargs  # the name the enricher imports today
 
 
-def faust_credentials(settings: Settings) -> Any:
-    """The same Kafka security settings as faust broker credentials (the enricher's faust app)."""
-    import ssl
-
+def faust_credentials(settings: Settings) -> CredentialsT | None:
+    """The same settings as faust ``broker_credentials`` (the enricher's app): SASL with its TLS context,
+    TLS alone (mutual TLS when a client certificate is set), or None for PLAINTEXT."""
     import faust
 
-    proto = settings.kafka_security_protocol
-    ctx = ssl.create_default_context() if proto in ("SSL", "SASL_SSL") else None
-    if settings.kafka_sasl_mechanism:
-        pw = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+    ctx = ssl_context(settings)
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        pw = settings.kafka_sasl_password
+        # faust picks SASL_SSL when a context is given, SASL_PLAINTEXT otherwise
         return faust.SASLCredentials(
             username=settings.kafka_sasl_username,
-            password=pw,
+            password=pw.get_secret_value() if pw is not None else None,
             mechanism=settings.kafka_sasl_mechanism,
             ssl_context=ctx,
         )
@@ -63,7 +109,7 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         "bootstrap_servers": settings.bootstrap_servers,
         **DURABLE_PRODUCER_CONFIG,
         "retry_backoff_ms": 100,
-        **_security(settings),
+        **security_kwargs(settings),
     }
     kw.update(overrides)
     return AIOKafkaProducer(**kw)
@@ -83,7 +129,7 @@ def make_consumer(
         session_timeout_ms=30_000,
         heartbeat_interval_ms=3_000,
         max_poll_interval_ms=600_000,
-        **_security(settings),
+        **security_kwargs(settings),
     )
     kw.update(overrides)
     return AIOKafkaConsumer(*topics, **kw)
@@ -92,16 +138,12 @@ def make_consumer(
 async def ensure_topics(
     settings: Settings, specs: Iterable[TopicSpec] | None = None, timeout_s: float = 60.0
 ) -> list[str]:
-    """Create missing topics from ``schemas/topics``; returns the names created.
-
-    A broker still starting is retried with the shared backoff (0.5 s doubling to 5 s, jittered) until
-    ``timeout_s``."""
+    """Create missing topics from ``schemas/topics``; returns the names created."""
     specs = list(specs) if specs is not None else list(load_topics().values())
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    backoff = Backoff(initial_s=0.5, cap_s=5.0, jitter="equal")
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    last: Exception | None = None
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **_security(settings))
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **security_kwargs(settings))
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -124,10 +166,10 @@ async def ensure_topics(
                     pass
             return created
         except Exception as e:  # noqa: BLE001 - broker still starting: retry until deadline
-            left = deadline - loop.time()
-            if left <= 0:
-                raise RuntimeError(f"could not create topics: {e!r}") from e
-            await asyncio.sleep(min(backoff.next_delay(), left))
+            last = e
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"could not create topics: {e!r}") from last
+            await asyncio.sleep(1.0)
         finally:
             await admin.close()
 
@@ -172,7 +214,7 @@ async def kafka_ready(settings: Settings, timeout_s: float = 3.0) -> bool:
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers,
         request_timeout_ms=int(timeout_s * 1000),
-        **_security(settings),
+        **security_kwargs(settings),
     )
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
@@ -192,6 +234,9 @@ __all__ = [
     "TopicPartition",
     "make_producer",
     "make_consumer",
+    "security_kwargs",
+    "ssl_context",
+    "faust_credentials",
     "ensure_topics",
     "send_dead_letter",
     "encode_original",
@@ -202,7 +247,7 @@ __all__ = [
 
 async def topic_end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """{partition: end offset} of ``topic`` (how many messages it ever held, per partition)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **_security(settings))
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **security_kwargs(settings))
     await admin.start()
     try:
         desc = await admin.describe_topics([topic])
@@ -212,7 +257,7 @@ async def topic_end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     if not parts:
         return {}
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, **_security(settings)
+        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, **security_kwargs(settings)
     )
     await consumer.start()
     try:
@@ -224,7 +269,7 @@ async def topic_end_offsets(settings: Settings, topic: str) -> dict[int, int]:
 
 async def group_lag(settings: Settings, group: str, topic: str) -> dict[int, int]:
     """{partition: messages not yet committed by ``group``} for ``topic`` (from the broker's view)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **_security(settings))
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **security_kwargs(settings))
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(group)

@@ -33,11 +33,18 @@ class SettingsError(Exception):
 
 
 class IngestToken(BaseModel):
-    """An ingest bearer token, stored as the SHA-256 hex of the token (never the token itself)."""
+    """An ingest bearer token, stored as the SHA-256 hex of the token (never the token itself).
+
+    ``orgs`` must be written out in production (``["*"]`` for any org): a token without it is refused
+    there, so no token silently writes every organisation (see :func:`production_problems`).
+    """
 
     producer: str = Field(min_length=1, description="Producer name recorded in every event it sends")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256(token) in hex")
-    orgs: list[str] = Field(default_factory=lambda: ["*"], description="org_ids it may write; * = any")
+    orgs: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="org_ids it may write; * = any (required in production, * only when written out)",
+    )
 
 
 class IngestSettings(BaseModel):
@@ -62,6 +69,25 @@ class IngestSettings(BaseModel):
     publish_deadline_s: float = Field(default=5.0, gt=0)
     retry_after_s: int = Field(default=5, ge=1)
     topic: str = Field(default="audit.raw.v1", min_length=1, description="Raw topic (tests use their own)")
+    max_concurrent_requests: int = Field(
+        default=64, ge=1, description="Requests in flight before new ones get 503 + Retry-After (admission)"
+    )
+    max_inflight_body_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="Request body bytes in flight before new requests get 503 + Retry-After (admission)",
+    )
+    request_deadline_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="A request not answered within this (body upload included) gets 503 + Retry-After",
+    )
+
+    @model_validator(mode="after")
+    def _deadline_after_publish(self) -> IngestSettings:
+        if self.request_deadline_s <= self.publish_deadline_s:
+            raise ValueError("AUDITPIPE_INGEST__REQUEST_DEADLINE_S: must be longer than the publish deadline")
+        return self
 
 
 # The development default of enricher.indicator_secret; production refuses it.
@@ -221,6 +247,30 @@ class QueryApiSettings(BaseModel):
         default="audit.org-switch.v1", description="Where the org audit switch is published for the enricher"
     )
     facet_top: int = Field(default=20, ge=1, le=1000, description="Values per facet")
+    max_concurrent_requests: int = Field(
+        default=64, ge=1, description="Requests in flight before new ones get 503 + Retry-After (admission)"
+    )
+    request_deadline_s: float = Field(
+        default=40.0,
+        gt=0,
+        description="A request whose answer has not started by then gets 503 + Retry-After",
+    )
+    retry_after_s: int = Field(default=5, ge=1, description="Retry-After of overload answers (503, 429)")
+    export_timeout_s: float = Field(
+        default=900.0, gt=0, description="An export still streaming after this is cut (and audited as such)"
+    )
+    export_max_per_principal: int = Field(
+        default=2, ge=1, description="Concurrent exports of one principal before 429 + Retry-After"
+    )
+    export_max_concurrent: int = Field(
+        default=8, ge=1, description="Concurrent exports of all principals before 429 + Retry-After"
+    )
+
+    @model_validator(mode="after")
+    def _deadline_after_query(self) -> QueryApiSettings:
+        if self.request_deadline_s <= self.query_timeout_s:
+            raise ValueError("AUDITPIPE_QUERY_API__REQUEST_DEADLINE_S: must be longer than the query timeout")
+        return self
 
 
 class CliSettings(BaseModel):
@@ -276,11 +326,28 @@ class Settings(BaseSettings):
     )
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Comma-separated host:port list")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        default="PLAINTEXT", description="Kafka security protocol"
+        default="PLAINTEXT",
+        description="Kafka security protocol for every client (production: SSL or SASL_SSL)",
     )
-    kafka_sasl_mechanism: str | None = Field(default=None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism (required with SASL_SSL / SASL_PLAINTEXT)"
+    )
     kafka_sasl_username: str | None = Field(default=None, description="SASL user")
     kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password (secret)")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None,
+        description="PEM file of the CA(s) that signed the brokers' certificates (default: system)",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="Client certificate chain, PEM (mutual TLS; may also hold the key)"
+    )
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="Client private key, PEM")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of an encrypted client key (secret)"
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="Check that the broker certificate names the broker (production: true)"
+    )
     clickhouse_url: str = Field(default="http://127.0.0.1:8123", description="ClickHouse HTTP(S) interface")
     clickhouse_database: str = Field(default="audit", description="Database holding audit.events")
     clickhouse_user: str = Field(default="default", description="ClickHouse user")
@@ -327,23 +394,18 @@ class Settings(BaseSettings):
         return v
 
     @model_validator(mode="after")
-    def _production_refuses_placeholders(self) -> Settings:
+    def _consistent(self) -> Settings:
         if self.enricher.hash_mode == "hmac" and not (
             self.enricher.hmac_key and self.enricher.hmac_key.get_secret_value()
         ):
             raise ValueError("enricher.hash_mode=hmac needs AUDITPIPE_ENRICHER__HMAC_KEY")
+        problems = kafka_security_problems(self)
         if self.env == "production":
-            if not self.ingest.tokens:
-                raise ValueError("production needs at least one ingest token (AUDITPIPE_INGEST__TOKENS)")
-            if not self.query_api.tokens:
-                raise ValueError("production needs at least one query token (AUDITPIPE_QUERY_API__TOKENS)")
-            if (
-                self.enricher.hash_mode == "indicator"
-                and self.enricher.indicator_secret.get_secret_value() == DEV_INDICATOR_SECRET
-            ):
-                raise ValueError(
-                    "production needs a secret of its own in AUDITPIPE_ENRICHER__INDICATOR_SECRET"
-                )
+            problems += production_problems(self)
+        if problems:
+            name, msg = problems[0]
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise ValueError(f"{name}: {msg}{more}")
         return self
 
     @classmethod
@@ -380,6 +442,108 @@ class Settings(BaseSettings):
     @property
     def clickhouse_secure(self) -> bool:
         return self.clickhouse_url.startswith("https")
+
+
+# -- safety rules (pure) -------------------------------------------------------------------------------
+# Values shipped as examples in deploy/ and docs/, and other stand-ins nobody should run with. A value is a
+# placeholder when it is empty, contains CHANGE_ME (any case, - or _), is a <template> or "…", or is one of
+# these words.
+_PLACEHOLDER_WORDS = frozenset(
+    {"secret", "password", "changeme", "change_me", "change-me", "test-password", "example", "xxx", "todo"}
+)
+_PLACEHOLDER = re.compile(r"change[_-]?me|^<.*>$|^\.\.\.$|^…$|^\s*$", re.IGNORECASE)
+
+
+def is_placeholder(value: str) -> bool:
+    """True for empty values, CHANGE_ME-style placeholders and the example words shipped in docs."""
+    return bool(_PLACEHOLDER.search(value)) or value.strip().lower() in _PLACEHOLDER_WORDS
+
+
+def is_placeholder_hash(sha256_hex: str) -> bool:
+    """True for a token hash that is no real SHA-256 of a secret: the hash of a placeholder word (or of
+    nothing), or a hex string of at most two distinct digits ("aaaa…", "0000…")."""
+    import hashlib
+
+    if len(set(sha256_hex)) <= 2:
+        return True
+    words = {"", "token", *_PLACEHOLDER_WORDS, "CHANGE_ME"}
+    return sha256_hex in {hashlib.sha256(w.encode()).hexdigest() for w in words}
+
+
+def kafka_security_problems(s: Settings) -> list[tuple[str, str]]:
+    """Kafka security settings that contradict each other (any env): (setting, one-line reason)."""
+    out: list[tuple[str, str]] = []
+    proto = s.kafka_security_protocol
+    sasl = proto.startswith("SASL_")
+    if sasl:
+        if s.kafka_sasl_mechanism is None:
+            out.append(("AUDITPIPE_KAFKA_SASL_MECHANISM", f"required with {proto}"))
+        if not s.kafka_sasl_username:
+            out.append(("AUDITPIPE_KAFKA_SASL_USERNAME", f"required with {proto}"))
+        if s.kafka_sasl_password is None:
+            out.append(("AUDITPIPE_KAFKA_SASL_PASSWORD", f"required with {proto}"))
+    elif s.kafka_sasl_mechanism is not None:
+        out.append(
+            ("AUDITPIPE_KAFKA_SASL_MECHANISM", f"only used with SASL_SSL or SASL_PLAINTEXT, not {proto}")
+        )
+    if not proto.endswith("SSL"):
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "kafka_ssl_key_password"):
+            if getattr(s, name) is not None:
+                out.append((f"AUDITPIPE_{name.upper()}", f"only used with SSL or SASL_SSL, not {proto}"))
+    if s.kafka_ssl_keyfile is not None and s.kafka_ssl_certfile is None:
+        out.append(("AUDITPIPE_KAFKA_SSL_KEYFILE", "needs AUDITPIPE_KAFKA_SSL_CERTFILE"))
+    return out
+
+
+def production_problems(s: Settings) -> list[tuple[str, str]]:
+    """What env=production refuses: (setting, one-line reason), in the order they are reported."""
+    out: list[tuple[str, str]] = []
+    if s.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        out.append(
+            (
+                "AUDITPIPE_KAFKA_SECURITY_PROTOCOL",
+                f"{s.kafka_security_protocol} is unencrypted; production needs SSL or SASL_SSL",
+            )
+        )
+    if not s.kafka_ssl_check_hostname:
+        out.append(("AUDITPIPE_KAFKA_SSL_CHECK_HOSTNAME", "production checks the broker's certificate name"))
+    secrets: list[tuple[str, SecretStr | None]] = [
+        ("AUDITPIPE_CLICKHOUSE_PASSWORD", s.clickhouse_password),
+        ("AUDITPIPE_KAFKA_SASL_PASSWORD", s.kafka_sasl_password if s.kafka_sasl_mechanism else None),
+        ("AUDITPIPE_KAFKA_SSL_KEY_PASSWORD", s.kafka_ssl_key_password),
+        ("AUDITPIPE_ENRICHER__HMAC_KEY", s.enricher.hmac_key),
+    ]
+    for name, secret in secrets:
+        if name == "AUDITPIPE_CLICKHOUSE_PASSWORD" or secret is not None:
+            if secret is None or is_placeholder(secret.get_secret_value()):
+                out.append((name, "empty or a placeholder/example value; set the real secret"))
+    if not s.ingest.tokens:
+        out.append(("AUDITPIPE_INGEST__TOKENS", "production needs at least one ingest token"))
+    for i, t in enumerate(s.ingest.tokens):
+        if "orgs" not in t.model_fields_set:
+            out.append(
+                (
+                    f"AUDITPIPE_INGEST__TOKENS ([{i}].orgs)",
+                    f'token of {t.producer!r} must list its orgs (["*"] = any)',
+                )
+            )
+        elif not t.orgs:
+            out.append((f"AUDITPIPE_INGEST__TOKENS ([{i}].orgs)", f"token of {t.producer!r} lists no org"))
+        if is_placeholder_hash(t.sha256) or is_placeholder(t.producer):
+            out.append((f"AUDITPIPE_INGEST__TOKENS ([{i}].sha256)", "a placeholder/example token"))
+    if not s.query_api.tokens:
+        out.append(("AUDITPIPE_QUERY_API__TOKENS", "production needs at least one query token"))
+    for i, q in enumerate(s.query_api.tokens):
+        if is_placeholder_hash(q.sha256) or is_placeholder(q.principal):
+            out.append((f"AUDITPIPE_QUERY_API__TOKENS ([{i}].sha256)", "a placeholder/example token"))
+    if s.enricher.hash_mode == "indicator" and (
+        s.enricher.indicator_secret.get_secret_value() == DEV_INDICATOR_SECRET
+        or is_placeholder(s.enricher.indicator_secret.get_secret_value())
+    ):
+        out.append(
+            ("AUDITPIPE_ENRICHER__INDICATOR_SECRET", "the development default or a placeholder; set a secret of its own")
+        )
+    return out
 
 
 class _ConfigFileSource(PydanticBaseSettingsSource):
@@ -453,11 +617,18 @@ def _env_name(loc: tuple[Any, ...]) -> tuple[str, str]:
     return (ENV_PREFIX + "__".join(n.upper() for n in names) if names else ENV_PREFIX + "*"), detail
 
 
+# "AUDITPIPE_X: why" or "AUDITPIPE_X (where inside its value): why"
+_NAMED = re.compile(r"^(AUDITPIPE_[A-Z0-9_]+(?: \([^)]*\))?): (.*)$", re.S)
+
+
 def _describe(err: ValidationError) -> str:
     e = err.errors(include_input=False, include_url=False)[0]
     name, detail = _env_name(tuple(e.get("loc", ())))
     msg = e.get("msg", "invalid").replace("Value error, ", "")
     where = f" ({detail})" if detail else ""
+    m = _NAMED.match(msg)
+    if m:  # a rule over several fields names the setting at the start of its message
+        name, msg, where = m.group(1), m.group(2), ""
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"invalid setting {name}{where}: {msg}{more}"
 

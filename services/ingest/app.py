@@ -19,6 +19,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from schemas.events_v1 import RawEvent, with_json_values
+from services.common.admission import ingest_limits
+from services.common.http_security import protect
 from services.common.kafka import kafka_ready
 from services.common.logging import log
 from services.common.metrics import render
@@ -296,6 +298,7 @@ def create_app(settings: Settings, topic: str | None = None) -> FastAPI:
         return doc
 
     app.openapi = openapi  # type: ignore[method-assign]
+    protect(app, "ingest", ingest_limits(settings))  # overload answered 503 + Retry-After; security headers
     return app
 
 

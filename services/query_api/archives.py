@@ -43,8 +43,17 @@ def as_dict(af: ArchiveFile, now: datetime, min_age_days: int) -> dict[str, Any]
     }
 
 
+def _nameable(org_id: str | None) -> bool:
+    """Whether an org's archive folder name fits a file name (255 bytes): an org id of 256 characters
+    percent-encodes to up to 3 KB, and asking the file system about it fails (ENAMETOOLONG), which
+    means "no archive", not a server error."""
+    return org_id is None or len(sink_archive.org_dir_name(org_id).encode()) <= 255
+
+
 def listing(settings: Settings, org_id: str | None) -> list[ArchiveFile]:
     """Files of one org (or all), newest day first."""
+    if not _nameable(org_id):
+        return []
     files = sink_archive.list_archives(settings, org_id)
     return sorted(files, key=lambda a: (a.day, a.org_id, a.file), reverse=True)
 
@@ -52,6 +61,8 @@ def listing(settings: Settings, org_id: str | None) -> list[ArchiveFile]:
 def get(settings: Settings, filename: str, org_id: str) -> tuple[ArchiveFile, Path]:
     if "/" in filename or "\\" in filename:
         raise ArchiveError("invalid_name", "file name must be events-YYYY-MM-DD[.N].jsonl[.gz]")
+    if not _nameable(org_id):
+        raise ArchiveError("not_found", "archive not found")
     return sink_archive.get_archive(settings, filename, org_id)
 
 
@@ -59,4 +70,6 @@ def delete(settings: Settings, filename: str, org_id: str, requested_by: str) ->
     """Deletes after publishing the audit event (actor = ``requested_by``); see sink.archive."""
     if "/" in filename or "\\" in filename:
         raise ArchiveError("invalid_name", "file name must be events-YYYY-MM-DD[.N].jsonl[.gz]")
+    if not _nameable(org_id):
+        raise ArchiveError("not_found", "archive not found")
     return sink_archive.delete_archive(settings, filename, requested_by, org_id=org_id)

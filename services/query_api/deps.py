@@ -8,13 +8,42 @@ from typing import Annotated, Any
 from clickhouse_connect.driver.client import Client
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
 
+from services.common.audit_events import AuditPublisher
 from services.common.settings import Settings
-from services.query_api.audit import AuditPublisher
 from services.query_api.auth import Principal, authenticate
 from services.query_api.query import FilterError, Filters
 
 _bearer = HTTPBearer(auto_error=False, description="A query-API token (see QueryApiSettings.tokens)")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer names the problem: ``detail`` (FastAPI's shape: a text, or for 422 a list of
+    ``{loc, msg, type}`` naming the field) and/or ``error`` (a code: overloaded, deadline,
+    too_many_exports)."""
+
+    detail: str | list[dict[str, Any]] | None = Field(default=None, description="What went wrong")
+    error: str | None = Field(default=None, description="Machine-readable code")
+    message: str | None = None
+    retry_after_s: int | None = Field(default=None, description="Also in the Retry-After header")
+    limit: int | None = None
+
+
+def _err(text: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": text}
+
+
+# The error answers every /api route may give (the OpenAPI document lists them; the fuzz tests hold the
+# app to it).
+API_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _err("The body is not valid JSON"),
+    401: _err("Missing or unknown bearer token (WWW-Authenticate: Bearer)"),
+    403: _err("The token lacks the role or the scope"),
+    404: _err("Not found, or outside the token's scope"),
+    422: _err("A parameter or the body is invalid; detail names it"),
+    503: _err("Overloaded or past the request deadline (Retry-After), or the audit log is unavailable"),
+}
 
 
 def field_error(field: str, msg: str) -> HTTPException:
@@ -55,6 +84,44 @@ def current_principal(
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
+def known_query_params(request: Request, _principal: CurrentPrincipal) -> None:
+    """422 naming the first query parameter the route does not take: a misspelt filter (``orgg=``) must
+    not silently widen a search or an export to everything the token may read."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    allowed, repeatable = _query_names(dependant)
+    for name in request.query_params:
+        if name not in allowed:
+            raise field_error(name, "unknown query parameter")
+        if name not in repeatable and len(request.query_params.getlist(name)) > 1:
+            raise field_error(name, "given more than once; this parameter takes one value")
+
+
+# id -> (dependant kept alive, every query parameter name, those that take a list)
+_QUERY_NAMES: dict[int, tuple[Any, frozenset[str], frozenset[str]]] = {}
+
+
+def _query_names(dependant: Any) -> tuple[frozenset[str], frozenset[str]]:
+    """The query parameters a route and its dependencies declare, and which of them are lists
+    (computed once per route)."""
+    hit = _QUERY_NAMES.get(id(dependant))
+    if hit is None:
+        names: set[str] = set()
+        lists: set[str] = set()
+        todo = [dependant]
+        while todo:
+            d = todo.pop()
+            for p in d.query_params:
+                names.add(p.alias)
+                if "list[" in str(p.field_info.annotation):
+                    lists.add(p.alias)
+            todo.extend(d.dependencies)
+        hit = _QUERY_NAMES[id(dependant)] = (dependant, frozenset(names), frozenset(lists))
+    return hit[1], hit[2]
+
+
 def event_viewer(p: CurrentPrincipal) -> Principal:
     if not ({"EventView", "Manager"} & p.roles):
         raise HTTPException(403, detail="requires the EventView role")
@@ -67,14 +134,55 @@ def manager(p: CurrentPrincipal) -> Principal:
     return p
 
 
+def org_manager(p: Annotated[Principal, Depends(manager)]) -> Principal:
+    """A Manager whose token covers whole organisations: retention and the audit switch act on every
+    project and environment of an org, so a project- or environment-scoped Manager may not change them."""
+    if p.restricted:
+        raise HTTPException(
+            403, detail="requires a Manager token for a whole organisation (no project scope)"
+        )
+    return p
+
+
 EventViewer = Annotated[Principal, Depends(event_viewer)]
 ManagerPrincipal = Annotated[Principal, Depends(manager)]
+OrgManager = Annotated[Principal, Depends(org_manager)]
 
 
-def _utc(v: datetime | None) -> datetime | None:
+def request_info(request: Request) -> dict[str, Any]:
+    """The request as the audit event of a sensitive action records it (every query value kept)."""
+    query: dict[str, Any] = {}
+    for k, v in request.query_params.multi_items():
+        if k not in query:
+            query[k] = v
+        elif isinstance(query[k], list):
+            query[k].append(v)
+        else:
+            query[k] = [query[k], v]
+    return {
+        "method": request.method,
+        "path": request.url.path,
+        "query": query,
+        "peer_ip": request.client.host if request.client else None,
+        "user_agent": request.headers.get("user-agent"),
+    }
+
+
+# The range of ClickHouse's DateTime64: a time outside it is a bad request, not a server error.
+TIME_MIN = datetime(1900, 1, 1, tzinfo=UTC)
+TIME_MAX = datetime(2299, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def _utc(field: str, v: datetime | None) -> datetime | None:
     if v is None:
         return None
-    return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+    try:
+        u = v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+    except OverflowError:  # e.g. year 1 with a positive UTC offset
+        raise field_error(field, "time out of range") from None
+    if not TIME_MIN <= u <= TIME_MAX:
+        raise field_error(field, "must be between 1900-01-01 and 2299-12-31 (UTC)")
+    return u
 
 
 def _nonempty(field: str, values: list[str] | None) -> list[str]:
@@ -113,7 +221,7 @@ def event_filters(
         Query(description="Only triggers and webhooks: the actor is the system or the source a webhook"),
     ] = False,
 ) -> Filters:
-    since, until = _utc(since), _utc(until)
+    since, until = _utc("since", since), _utc("until", until)
     if since and until and since >= until:
         raise field_error("until", "must be after since")
     for s in status or []:

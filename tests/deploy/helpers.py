@@ -3,6 +3,7 @@ metric names the services register, and compose-style ``${VAR}`` interpolation."
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import re
 from functools import cache, lru_cache
@@ -31,12 +32,21 @@ SERVICES: dict[str, tuple[str, str, str, str]] = {
 
 # Valid stand-ins for the secrets the deployment files leave to the operator (``${X:?...}`` in compose,
 # the Secret in Kubernetes): with them, the settings of every service must load.
+# (Realistic stand-ins: production refuses placeholders such as "aaaa…" hashes or "test-password".)
 DUMMY_SECRETS = {
-    "AUDITPIPE_CLICKHOUSE_PASSWORD": "test-password",
-    "AUDITPIPE_INGEST__TOKENS": '[{"producer": "platform", "sha256": "' + "a" * 64 + '", "orgs": ["*"]}]',
-    "AUDITPIPE_QUERY_API__TOKENS": '[{"principal": "secops", "sha256": "' + "b" * 64 + '"}]',
-    "AUDITPIPE_ENRICHER__INDICATOR_SECRET": "test-indicator-secret-0123456789",
-    "GRAFANA_ADMIN_PASSWORD": "test-password",
+    "AUDITPIPE_CLICKHOUSE_PASSWORD": "ch-9f3Kq2Lm",
+    "AUDITPIPE_INGEST__TOKENS": '[{"producer": "platform", "sha256": "'
+    + hashlib.sha256(b"i").hexdigest()
+    + '", "orgs": ["*"]}]',
+    "AUDITPIPE_QUERY_API__TOKENS": '[{"principal": "secops", "sha256": "'
+    + hashlib.sha256(b"q").hexdigest()
+    + '"}]',
+    "GRAFANA_ADMIN_PASSWORD": "gf-7Tq1Zx",
+    "AUDITPIPE_ENRICHER__INDICATOR_SECRET": "ind-8Hw2Pq7Zr4Lk9Vn3",
+    **{
+        f"KAFKA_PASSWORD_{c}": f"kafka-{c.lower()}-4Rt8"
+        for c in ("INGEST", "ENRICHER", "SINK", "FORWARDER", "QUERY_API", "ARCHIVE", "PRODUCER")
+    },
 }
 
 

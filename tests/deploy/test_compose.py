@@ -43,7 +43,7 @@ def test_kafka_is_kraft_single_node_with_1g_heap() -> None:
     assert interpolate(env["KAFKA_HEAP_OPTS"]) == "-Xms1g -Xmx1g"
     node = str(env["KAFKA_NODE_ID"])
     assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"].startswith(f"{node}@kafka:")
-    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert "CLIENT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]  # its security: test_kafka_security
 
 
 def test_auditpipe_services_use_the_image_built_from_the_dockerfile() -> None:
@@ -85,7 +85,11 @@ def test_bind_mounts_and_env_files_exist() -> None:
     for name, svc in compose()["services"].items():
         for vol in svc.get("volumes", []):
             src = vol.split(":", 1)[0]
-            if src.startswith("."):
+            if src.startswith("./kafka/certs/"):
+                # made by deploy/kafka/make-certs.sh on the host (keys are never committed)
+                assert src.rsplit("/", 1)[1] in ("ca.crt", "kafka.pem", "admin.pem"), f"{name}: {src}"
+                assert "kafka/certs/" in (COMPOSE_DIR / ".gitignore").read_text()
+            elif src.startswith("."):
                 assert (COMPOSE_DIR / src).exists(), f"{name}: mounts missing {src}"
         for ef in svc.get("env_file", []):
             path = ef["path"] if isinstance(ef, dict) else ef

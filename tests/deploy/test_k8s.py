@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import yaml
 
-from services.common.settings import load_settings
+from services.common.settings import Settings, load_settings
 from tests.deploy.helpers import (
     DUMMY_SECRETS,
     K8S,
@@ -45,6 +45,19 @@ def _pod_spec(doc: dict) -> dict:
 
 def _settings_env() -> dict[str, str]:
     return {**k8s_by_kind("ConfigMap")["auditpipe-settings"]["data"]}
+
+
+def pod_settings(spec: dict, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings a pod's container runs with: the ConfigMap, the Secret (dummy values), its own env
+    (a secretKeyRef read as a dummy password)."""
+    for key in list(os.environ):
+        if key.startswith("AUDITPIPE_"):
+            monkeypatch.delenv(key)
+    (c,) = spec["containers"]
+    own = {e["name"]: e.get("value", "kafka-pw-9Xq2Lm") for e in c.get("env", [])}
+    for key, value in {**_settings_env(), **DUMMY_SECRETS, **own}.items():
+        monkeypatch.setenv(key, value)
+    return load_settings()
 
 
 def test_every_manifest_is_a_well_formed_object() -> None:
@@ -88,17 +101,12 @@ def test_kustomization_lists_existing_files_and_not_the_secret_template() -> Non
 def test_deployments_have_probes_ports_and_scrape_annotations_matching_settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for key in list(os.environ):
-        if key.startswith("AUDITPIPE_"):
-            monkeypatch.delenv(key)
-    for key, value in {**_settings_env(), **DUMMY_SECRETS}.items():
-        monkeypatch.setenv(key, value)
-    s = load_settings()
-    assert s.env == "production"
     deps = k8s_by_kind("Deployment")
     assert set(deps) == {f"auditpipe-{n}" for n in SERVICES}
     for name, (cmd, section, host_field, port_field) in SERVICES.items():
         d = deps[f"auditpipe-{name}"]
+        s = pod_settings(_pod_spec(d), monkeypatch)
+        assert s.env == "production"
         sect = getattr(s, section)
         port = getattr(sect, port_field)
         assert getattr(sect, host_field) == "0.0.0.0", name

@@ -39,10 +39,14 @@ def test_topic_init_script_creates_every_contract_topic_as_defined() -> None:
 
 def test_topic_init_job_runs_the_script_against_the_broker() -> None:
     job = compose()["services"]["topics"]
-    mount = next(v for v in job["volumes"] if v.startswith("./kafka/create-topics.sh:"))
-    target = mount.split(":")[1]
-    assert job["entrypoint"][-1] == target
-    assert job["environment"]["BOOTSTRAP"] == "kafka:9092"
+    targets = {}
+    for name in ("create-topics.sh", "create-acls.sh", "admin.properties"):
+        mount = next(v for v in job["volumes"] if v.startswith(f"./kafka/{name}:"))
+        targets[name] = mount.split(":")[1]
+    # topics first, then users and ACLs; as the super user over the mutual-TLS listener
+    assert job["entrypoint"][-1] == f"{targets['create-topics.sh']} && {targets['create-acls.sh']}"
+    assert job["environment"]["BOOTSTRAP"] == "kafka:9094"
+    assert job["environment"]["ADMIN_CONFIG"] == targets["admin.properties"]
     script = (COMPOSE_DIR / "kafka" / "create-topics.sh").read_text()
     assert "--if-not-exists" in script, "must be idempotent"
     assert 'RF="${REPLICATION_FACTOR:-1}"' in script

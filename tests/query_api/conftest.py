@@ -37,6 +37,12 @@ TOKENS = {
         dict(roles=["EventView"], projects=["proj-web"], environments=["env-production"]),
     ),
     "norole": ("norole-token-0123456789", dict(roles=[])),
+    # a Manager narrowed to one project of org-acme; a Manager of another org
+    "acme_web_mgr": (
+        "acme-web-mgr-token-0123456789",
+        dict(roles=["Manager"], org="org-acme", projects=["proj-web"]),
+    ),
+    "other_mgr": ("other-mgr-token-0123456789", dict(roles=["EventView", "Manager"], org="org-other")),
 }
 
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -37,8 +37,7 @@ def env_for(settings: Settings) -> dict[str, str]:
         AUDITPIPE_CLICKHOUSE_URL=settings.clickhouse_url,
         AUDITPIPE_CLICKHOUSE_DATABASE=settings.clickhouse_database,
         AUDITPIPE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        AUDITPIPE_QUERY_API__TOKENS=json.dumps([t.model_dump() for t in settings.query_api.tokens]),
-        AUDITPIPE_QUERY_API__AUDIT_TOPIC=settings.query_api.audit_topic,
+        AUDITPIPE_QUERY_API=json.dumps(settings.query_api.model_dump(mode="json")),
         AUDITPIPE_RETENTION__ARCHIVE_DIR=str(settings.retention.archive_dir),
     )
     return env

@@ -14,10 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from schemas.events_v1 import OrgSwitch, RawEvent
+from services.common.audit_events import AuditUnavailable
 from services.common.kafka import make_consumer
 from services.common.settings import Settings
 from services.query_api.archives import deletable
-from services.query_api.audit import AuditUnavailable
 from services.query_api.main import create_app
 from services.sink.archive import org_dir_name
 from tests.conftest import run_sync
@@ -130,7 +130,7 @@ def test_archives_list_download_delete_audited(audited) -> None:  # noqa: ANN001
 
 def test_retention_bounds_manager_only_and_audited(audited) -> None:  # noqa: ANN001
     client, s, topic = audited
-    r = client.get("/api/settings/retention", params={"org": "org-acme"}, headers=auth("acme"))
+    r = client.get("/api/settings/retention", params={"org": "org-acme"}, headers=auth("acme_mgr"))
     assert r.json()["retention_days"] == s.retention.default_days and r.json()["audit_enabled"] is True
     url = "/api/settings/retention?org=org-acme"
     assert (
@@ -152,7 +152,7 @@ def test_retention_bounds_manager_only_and_audited(audited) -> None:  # noqa: AN
     assert r.status_code == 200, r.text
     assert r.json()["retention_days"] == 365 and r.json()["audit_enabled"] is False
     assert r.json()["updated_by"] == "acme_mgr"
-    r = client.get("/api/settings/retention", headers=auth("acme"))
+    r = client.get("/api/settings/retention", headers=auth("acme_mgr"))
     assert r.json()["retention_days"] == 365 and r.json()["audit_enabled"] is False
     msgs = run_sync(_read(s, topic, 1))
     ev = RawEvent.model_validate(msgs[0])

@@ -59,6 +59,11 @@ def test_viewer_end_to_end(api_settings, insert, tmp_path: Path) -> None:  # noq
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+            # the viewer runs under the API's Content-Security-Policy: nothing it does may be refused
+            refused: list[str] = []
+            page.on(
+                "console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None
+            )
             page.goto(base + "/")
             page.fill("#token", TOKENS["manager"][0])
             page.click("#token-form button[type=submit]")
@@ -137,5 +142,6 @@ def test_viewer_end_to_end(api_settings, insert, tmp_path: Path) -> None:  # noq
             assert next(csv.reader([lines[0]]))[:2] == ["event_id", "occurred_at"]
             assert len(lines) == 11 and all(target in x for x in lines[1:])
             assert dl.value.suggested_filename.endswith(".csv")
+            assert refused == [], refused
         finally:
             browser.close()

@@ -49,6 +49,7 @@ def test_only_admin_can_change_events_and_analysts_are_read_only() -> None:
         "SELECT ON audit.events",
         "SELECT ON audit.org_settings",
         "ALTER DELETE ON audit.events",
+        "ALTER DELETE ON audit.events_by_time",
     ]
     assert all(x.startswith("SELECT ON") for x in g["auditpipe_analyst"])
     assert not any(WRITES.search(x) and "audit.events" in x for x in g["auditpipe_query_api"])
@@ -69,4 +70,7 @@ def test_users_xml_matches_the_same_rules() -> None:
                 name,
                 q,
             )
-    assert [q for q in users["auditpipe_sink"] if "DELETE" in q] == ["GRANT ALTER DELETE ON audit.events"]
+    assert [q for q in users["auditpipe_sink"] if "DELETE" in q] == [
+        "GRANT ALTER DELETE ON audit.events",
+        "GRANT ALTER DELETE ON audit.events_by_time",
+    ]

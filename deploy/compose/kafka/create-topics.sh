@@ -4,19 +4,21 @@
 # REPLICATION_FACTOR: 1 for the single-node compose broker; 3 (with min.insync.replicas=2) on a
 # three-broker cluster. Partition counts can be raised later (never lowered): see docs/operations.md.
 set -euo pipefail
-BOOTSTRAP="${BOOTSTRAP:-kafka:9092}"
+BOOTSTRAP="${BOOTSTRAP:-kafka:9094}"
 RF="${REPLICATION_FACTOR:-1}"
 KT=/opt/kafka/bin/kafka-topics.sh
+# The super user's client settings (mutual TLS; admin.properties); empty for an open development broker.
+ADMIN=(${ADMIN_CONFIG:+--command-config "$ADMIN_CONFIG"})
 
 for _ in $(seq 1 60); do
-  "$KT" --bootstrap-server "$BOOTSTRAP" --list >/dev/null 2>&1 && break
+  "$KT" --bootstrap-server "$BOOTSTRAP" "${ADMIN[@]}" --list >/dev/null 2>&1 && break
   sleep 2
 done
 
 create_topic() { # name partitions retention_ms compression [extra --config args...]
   local name=$1 partitions=$2 retention_ms=$3 compression=$4
   shift 4
-  "$KT" --bootstrap-server "$BOOTSTRAP" --create --if-not-exists --topic "$name" \
+  "$KT" --bootstrap-server "$BOOTSTRAP" "${ADMIN[@]}" --create --if-not-exists --topic "$name" \
     --partitions "$partitions" --replication-factor "$RF" \
     --config "retention.ms=$retention_ms" --config "compression.type=$compression" "$@"
   echo "topic ready: $name"
@@ -35,4 +37,4 @@ create_topic audit.enricher.state.v1 1 604800000 zstd --config cleanup.policy=co
 # partitions as audit.raw.v1.
 create_topic auditpipe-enricher-suppressed_daily-changelog 6 604800000 producer --config cleanup.policy=compact
 
-"$KT" --bootstrap-server "$BOOTSTRAP" --describe --topic 'audit\..*' | grep -E '^Topic:' || true
+"$KT" --bootstrap-server "$BOOTSTRAP" "${ADMIN[@]}" --describe --topic 'audit\..*' | grep -E '^Topic:' || true

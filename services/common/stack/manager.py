@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from services.common.kafka import ensure_topics, kafka_ready
@@ -50,6 +50,36 @@ class ComponentStatus:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class KafkaExtras:
+    """Additions to the local broker for a private, secured stack (tests of TLS, SASL and ACLs); the
+    default stack has none.
+
+    ``properties`` replace or add ``server.properties`` keys (e.g. ``listeners``,
+    ``listener.security.protocol.map``, ``authorizer.class.name``); ``scram_users`` are
+    ``(mechanism, user, password)`` written into the metadata when storage is formatted
+    (``kafka-storage format --add-scram``), so SCRAM works before the broker first starts.
+    """
+
+    properties: dict[str, str] = field(default_factory=dict)
+    scram_users: tuple[tuple[str, str, str], ...] = ()
+
+    def apply(self, props: str) -> str:
+        """``props`` with every key of :attr:`properties` replaced (same place) or appended."""
+        todo = dict(self.properties)
+        out = []
+        for line in props.splitlines():
+            key = line.split("=", 1)[0].strip()
+            if not line.startswith("#") and "=" in line and key in todo:
+                line = f"{key}={todo.pop(key)}"
+            out.append(line)
+        out = [x for x in out if x] + [f"{k}={v}" for k, v in todo.items()]
+        return "\n".join(out) + "\n"
+
+    def format_args(self) -> list[str]:
+        return [a for m, u, pw in self.scram_users for a in ("--add-scram", f"{m}=[name={u},password={pw}]")]
+
+
 def new_cluster_id() -> str:
     """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (22 chars).
 
@@ -66,8 +96,9 @@ def new_cluster_id() -> str:
 
 
 class Stack:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, extras: KafkaExtras | None = None) -> None:
         self.s = settings
+        self.extras = extras or KafkaExtras()
         self.state = Path(settings.stack.state_dir).resolve()
         self.cache = Path(settings.stack.cache_dir).expanduser().resolve()
         self.kdir = self.state / "kafka"
@@ -172,6 +203,7 @@ class Stack:
                 "-c",
                 str(self.kdir / "server.properties"),
                 "--ignore-formatted",
+                *self.extras.format_args(),
             ],
             capture_output=True,
             text=True,
@@ -192,7 +224,7 @@ class Stack:
         libs = self.fetch_kafka()
         self.kdir.mkdir(parents=True, exist_ok=True)
         (self.kdir / "logs").mkdir(exist_ok=True)
-        (self.kdir / "server.properties").write_text(self._kafka_props())
+        (self.kdir / "server.properties").write_text(self.extras.apply(self._kafka_props()))
         self._format_kafka(libs)
         heap = self.s.stack.kafka_heap
         cmd = [

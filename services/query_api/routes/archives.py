@@ -11,23 +11,39 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from services.common.audit_events import PRODUCER_QUERY_API, AuditUnavailable, person, system_event
 from services.query_api import archives as A
-from services.query_api.audit import AuditUnavailable, audit_event
 from services.query_api.auth import Principal
 from services.query_api.deps import (
+    API_ERRORS,
     AuditDep,
     EventViewer,
     ManagerPrincipal,
     SettingsDep,
     field_error,
+    known_query_params,
+    request_info,
 )
 
-router = APIRouter(prefix="/api/events/archives", tags=["archives"])
+router = APIRouter(
+    prefix="/api/events/archives",
+    tags=["archives"],
+    responses=API_ERRORS,
+    dependencies=[Depends(known_query_params)],
+)
 
+FileName = Annotated[
+    str,
+    PathParam(
+        pattern=r"^events-\d{4}-\d{2}-\d{2}(\.\d+)?\.jsonl(\.gz)?$",
+        description="events-YYYY-MM-DD[.N].jsonl[.gz]",
+    ),
+]
 OrgQuery = Annotated[
     str | None, Query(max_length=256, description="Organisation (defaults to the token's org)")
 ]
@@ -56,16 +72,6 @@ def _archive_error(e: A.ArchiveError) -> HTTPException:
     return HTTPException(404, detail="archive not found")
 
 
-def _req(request: Request) -> dict:
-    return {
-        "method": request.method,
-        "path": request.url.path,
-        "query": dict(request.query_params),
-        "peer_ip": request.client.host if request.client else None,
-        "user_agent": request.headers.get("user-agent"),
-    }
-
-
 @router.get("", summary="List archive files")
 def list_archives(principal: EventViewer, settings: SettingsDep, org: OrgQuery = None) -> dict:
     o = _org_for(principal, org, required=False)
@@ -80,9 +86,20 @@ def _chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-@router.get("/{filename}", summary="Download an archive file (audited)")
+@router.get(
+    "/{filename}",
+    summary="Download an archive file (audited)",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The day file (JSON lines, or gzip when archives are compressed)",
+            "content": {"application/x-ndjson": {}, "application/gzip": {}},
+        },
+        409: API_ERRORS[404] | {"description": "Too recent to delete"},
+    },
+)
 async def download_archive(
-    filename: str,
+    filename: FileName,
     request: Request,
     principal: EventViewer,
     settings: SettingsDep,
@@ -95,9 +112,12 @@ async def download_archive(
         info, path = await run_in_threadpool(A.get, settings, filename, o)
     except A.ArchiveError as e:
         raise _archive_error(e) from None
-    ev = audit_event(
-        principal, o, "audit_archive:download", "access", "audit_archive", info.file,
-        f"Downloaded archived audit log {info.file} ({info.rows} events of {info.day})", _req(request),
+    ev = system_event(
+        org_id=o, actor=person(principal.name), action="audit_archive:download", event_type="access",
+        target_type="audit_archive", target_id=info.file,
+        change=f"Downloaded archived audit log {info.file} ({info.rows} events of {info.day})",
+        metadata={"day": str(info.day), "rows": str(info.rows), "sha256": info.sha256},
+        request=request_info(request), source="query_api", producer=PRODUCER_QUERY_API,
     )  # fmt: skip
     try:
         await audit.publish(ev)
@@ -114,9 +134,13 @@ async def download_archive(
     )
 
 
-@router.delete("/{filename}", summary="Delete an archive file (Manager; 30-day rule; audited)")
+@router.delete(
+    "/{filename}",
+    summary="Delete an archive file (Manager; 30-day rule; audited)",
+    responses={409: API_ERRORS[404] | {"description": "Created less than delete_min_age_days ago"}},
+)
 async def delete_archive(
-    filename: str,
+    filename: FileName,
     principal: ManagerPrincipal,
     settings: SettingsDep,
     org: OrgQuery = None,

@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query
-from fastapi.responses import Response, StreamingResponse
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import Response
 
+from services.common.audit_events import AuditUnavailable
 from services.common.settings import Settings
 from services.query_api import query as Q
 from services.query_api.deps import (
+    API_ERRORS,
+    AuditDep,
     ClientDep,
     EventViewer,
     FiltersDep,
     SettingsDep,
     ch_settings,
     field_error,
+    known_query_params,
+    request_info,
 )
+from services.query_api.export import EXPORTS, AuditedExportResponse, Export, ExportSlots, too_many
 
-router = APIRouter(prefix="/api/events", tags=["events"])
+router = APIRouter(
+    prefix="/api/events", tags=["events"], responses=API_ERRORS, dependencies=[Depends(known_query_params)]
+)
 
 
 def _jsonable(v: Any) -> Any:
@@ -147,9 +156,10 @@ def facets(principal: EventViewer, settings: SettingsDep, client: ClientDep, fil
     return Response(orjson.dumps({"facets": body, "total": total}), media_type="application/json")
 
 
-def _stream(
+def _source(
     client: Any, sql: str, params: dict[str, Any], settings: dict[str, Any], fmt: str
 ) -> Iterator[bytes]:
+    """The export's bytes as ClickHouse streams them (blocking reads; the route runs them in threads)."""
     if fmt == "csv":  # ClickHouse writes the CSV: its bytes pass through
         stream = client.raw_stream(sql, parameters=params, settings=settings, fmt="CSVWithNames")
         try:
@@ -163,33 +173,74 @@ def _stream(
             yield "".join(r[0] + "\n" for r in block).encode()
 
 
-@router.get("/export", summary="Export matching events as CSV or JSON lines (streamed)")
-def export(
+@router.get(
+    "/export",
+    summary="Export matching events as CSV or JSON lines (streamed; audited; limited per principal)",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The matching events, streamed",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
+        },
+        429: API_ERRORS[403] | {"description": "Too many concurrent exports; Retry-After is set"},
+    },
+)
+async def export(
+    request: Request,
     principal: EventViewer,
     settings: SettingsDep,
     client: ClientDep,
+    audit: AuditDep,
     filters: FiltersDep,
-    format: Annotated[str, Query(pattern="^(csv|jsonl)$", description="csv or jsonl")] = "csv",
+    format: Annotated[Literal["csv", "jsonl"], Query(description="csv or jsonl")] = "csv",
     sort: Annotated[Q.SortField, Query()] = "occurred_at",
     order: Annotated[Q.Order, Query()] = "desc",
-) -> StreamingResponse:
+) -> Response:
+    cfg = settings.query_api
+    slots: ExportSlots = request.app.state.export_slots
+    refused = slots.acquire(principal.name)
+    if refused is not None:
+        EXPORTS.labels("rejected").inc()
+        return too_many(*refused, cfg.retry_after_s)
+    info = request_info(request)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    job = Export(
+        principal=principal.name,
+        # an export across organisations (a platform-wide token, no org filter) is recorded under "*"
+        org_id=filters.org or principal.scope.org or "*",
+        fmt=format,
+        filename=f"events-{stamp}.{format}",
+        filters=info["query"],
+        request=info,
+        audit=audit,
+        slots=slots,
+        timeout_s=cfg.export_timeout_s,
+    )
+    try:
+        await audit.publish(job.start_event())
+    except AuditUnavailable:
+        slots.release(principal.name)
+        raise HTTPException(503, detail="audit log unavailable; export refused") from None
     sort_cols = [c for c, _ in Q.sort_columns(sort)]
-    dedup = Q.choose_dedup(settings.query_api.dedup, filters)
+    dedup = Q.choose_dedup(cfg.dedup, filters)
     db = settings.clickhouse_database
     if format == "csv":
         sql, params = Q.csv_export_query(db, filters, principal.scope, sort, order, dedup)
     else:
-        cols = ["event_json", *sort_cols]
-        sql, params = Q.export_query(db, filters, principal.scope, sort, order, cols, dedup)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        sql, params = Q.export_query(
+            db, filters, principal.scope, sort, order, ["event_json", *sort_cols], dedup
+        )
+    # small blocks keep memory flat while streaming; ClickHouse stops the query at the export time limit
+    chs = {
+        "readonly": 2,
+        "max_block_size": 1024,
+        "max_execution_time": max(1, math.ceil(cfg.export_timeout_s)),
+    }
     media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
-    # no max_execution_time on export: a long export is legitimate; the client may disconnect instead
-    chs = {"readonly": 2, "max_block_size": 1024}  # small blocks: flat memory while streaming
-    return StreamingResponse(
-        _stream(client, sql, params, chs, format),
-        media_type=media,
-        headers={"Content-Disposition": f'attachment; filename="events-{stamp}.{format}"'},
-    )
+    return AuditedExportResponse(job, _source(client, sql, params, chs, format), media)
 
 
 @router.get("/{event_id}", summary="One event in full: payload, request, changes, snapshot")

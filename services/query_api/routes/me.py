@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from services.query_api.deps import CurrentPrincipal
+from services.query_api.deps import API_ERRORS, CurrentPrincipal, known_query_params
 
-router = APIRouter(prefix="/api", tags=["me"])
+router = APIRouter(
+    prefix="/api", tags=["me"], responses=API_ERRORS, dependencies=[Depends(known_query_params)]
+)
 
 
 @router.get("/me", summary="The principal of the bearer token, its roles and scope")

@@ -1,30 +1,41 @@
-"""``/api/settings/retention``: per-org retention days and the audit on/off switch. Changes are audited."""
+"""``/api/settings/retention``: per-org retention days and the audit on/off switch. Changes are audited.
+
+Both act on a whole organisation (retention decides which days the archive job removes for every project;
+the switch silences every project's events), so reading and changing them needs a Manager whose token is
+not narrowed to projects or environments (:data:`~services.query_api.deps.OrgManager`).
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from schemas.events_v1 import OrgSwitch
 from schemas.topics import ORG_SWITCH, spec_as
+from services.common.audit_events import PRODUCER_QUERY_API, AuditUnavailable, person, system_event
 from services.common.kafka import ensure_topics
-from services.query_api.audit import AuditUnavailable, audit_event
 from services.query_api.deps import (
+    API_ERRORS,
     AuditDep,
     ClientDep,
-    EventViewer,
-    ManagerPrincipal,
+    OrgManager,
     SettingsDep,
     ch_settings,
     field_error,
+    known_query_params,
+    request_info,
 )
-from services.query_api.routes.archives import _req
 
-router = APIRouter(prefix="/api/settings", tags=["settings"])
+router = APIRouter(
+    prefix="/api/settings",
+    tags=["settings"],
+    responses=API_ERRORS,
+    dependencies=[Depends(known_query_params)],
+)
 
 OrgQuery = Annotated[
     str | None, Query(max_length=256, description="Organisation (defaults to the token's org)")
@@ -32,7 +43,9 @@ OrgQuery = Annotated[
 
 
 class RetentionUpdate(BaseModel):
-    retention_days: int = Field(description="Days events stay queryable before archiving")
+    retention_days: int = Field(
+        ge=1, description="Days events stay queryable before archiving (1..365, 3650 self-hosted)"
+    )
     audit_enabled: bool = Field(description="Audit on/off for the org")
 
 
@@ -73,18 +86,18 @@ def _current(client, settings, org: str) -> dict:  # noqa: ANN001
     }
 
 
-@router.get("/retention", summary="Retention days and audit switch of an org")
+@router.get("/retention", summary="Retention days and audit switch of an org (whole-org Manager)")
 async def get_retention(
-    principal: EventViewer, settings: SettingsDep, client: ClientDep, org: OrgQuery = None
+    principal: OrgManager, settings: SettingsDep, client: ClientDep, org: OrgQuery = None
 ) -> dict:
     return await run_in_threadpool(_current, client, settings, _org(principal, org))
 
 
-@router.put("/retention", summary="Change retention days or the audit switch (Manager; audited)")
+@router.put("/retention", summary="Change retention days or the audit switch (whole-org Manager; audited)")
 async def put_retention(
     body: RetentionUpdate,
     request: Request,
-    principal: ManagerPrincipal,
+    principal: OrgManager,
     settings: SettingsDep,
     client: ClientDep,
     audit: AuditDep,
@@ -112,9 +125,10 @@ async def put_retention(
     if not changes:
         return before
     text = ", ".join(f"{c['field']} {c['before']} -> {c['after']}" for c in changes)
-    ev = audit_event(
-        principal, o, "audit_settings:update", "update", "audit_settings", o,
-        f"Changed audit settings: {text}", _req(request), changes,
+    ev = system_event(
+        org_id=o, actor=person(principal.name), action="audit_settings:update", event_type="update",
+        target_type="audit_settings", target_id=o, change=f"Changed audit settings: {text}",
+        changes=changes, request=request_info(request), source="query_api", producer=PRODUCER_QUERY_API,
     )  # fmt: skip
     try:
         await audit.publish(ev)
