@@ -6,8 +6,8 @@ de-duplication or anything else auditpipe adds — its ceiling on this machine, 
 - ``http PORT TOPIC``: an HTTP server that answers ``202`` once the request body is on ``TOPIC`` (one
   record per request, acks=all) — the ingest's job minus auth, validation, stamping and envelopes per org;
 - ``hop IN OUT``: consume ``IN``, split each record's JSON array into one record per event keyed by its
-  ``event_id``, one record batch per partition, commit after the acks — the enricher's job minus faust and
-  the rules;
+  ``event_id`` (with the times the table requires appended as constant bytes), one record batch per
+  partition, commit after the acks — the enricher's job minus faust and the rules;
 - ``sink TOPIC DATABASE``: consume ``TOPIC``, ``INSERT INTO <database>.events_input FORMAT
   JSONAsString`` per fetch (ClickHouse computes the same columns and side tables as for the sink), commit
   after the insert — the sink's job minus first-content-wins and dead letters;
@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import zlib
+from datetime import UTC, datetime
 
 import httpx
 import orjson
@@ -68,6 +69,8 @@ async def hop(src: str, dst: str) -> None:
     await consumer.start()
     await producer.start()
     n = len(await producer.partitions_for(dst))
+    now = datetime.now(UTC).isoformat().encode()
+    tail = b',"received_at":"' + now + b'","enriched_at":"' + now + b'","content_hash":"' + b"0" * 64 + b'"}'
     while True:
         batch = await consumer.getmany(timeout_ms=200)
         if not batch:
@@ -78,7 +81,7 @@ async def hop(src: str, dst: str) -> None:
                 data = orjson.loads(m.value)
                 for ev in data if isinstance(data, list) else [data]:
                     key = ev["event_id"].encode()
-                    groups.setdefault(zlib.crc32(key) % n, []).append((key, orjson.dumps(ev)))
+                    groups.setdefault(zlib.crc32(key) % n, []).append((key, orjson.dumps(ev)[:-1] + tail))
         futs = []
         for part, items in groups.items():
             b = producer.create_batch()
