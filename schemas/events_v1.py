@@ -40,6 +40,13 @@ SAFE_INTEGER = 2**53 - 1
 JSON_VALUE_MARK = "x-auditpipe-json-value"
 JSONValue = Annotated[Any, WithJsonSchema({JSON_VALUE_MARK: True})]
 
+# The event times the store holds (migration 0004's constraint says the same; a test keeps them equal).
+# A zero timestamp (1970, year 1) or one centuries ahead would sit in a partition of its own and never age
+# out by retention; refusing it here answers the producer 422 instead of accepting an event the store
+# then cannot keep.
+OCCURRED_AT_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+OCCURRED_AT_END = datetime(2200, 1, 1, tzinfo=UTC)  # exclusive
+
 ShortStr = Annotated[str, Field(max_length=1024)]
 IdStr = Annotated[str, Field(min_length=1, max_length=256)]
 
@@ -108,7 +115,10 @@ class RawEvent(_Strict):
         description="Producer-chosen UUID for idempotency; assigned at ingest (or by the enricher, "
         "deterministically from topic/partition/offset) when absent",
     )
-    occurred_at: datetime = Field(description="When the call happened (RFC 3339; UTC assumed if naive)")
+    occurred_at: datetime = Field(
+        description="When the call happened (RFC 3339; UTC assumed if naive); from 2000-01-01 (inclusive) "
+        "to 2200-01-01 (exclusive), the times the store holds"
+    )
     received_at: datetime | None = Field(default=None, description="When the ingest received it")
     org_id: IdStr = Field(description="Organisation (tenant); the Kafka key")
     project_id: IdStr | None = None
@@ -149,6 +159,13 @@ class RawEvent(_Strict):
             return v.astimezone(UTC)
         except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past year 9999 in UTC
             raise ValueError("time is out of range once converted to UTC") from None
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _storable(cls, v: datetime) -> datetime:
+        if not OCCURRED_AT_MIN <= v < OCCURRED_AT_END:
+            raise ValueError("must be from 2000-01-01 (inclusive) to 2200-01-01 (exclusive), UTC")
+        return v
 
 
 class EnrichedActor(Actor):

@@ -14,6 +14,13 @@ def _run(args: argparse.Namespace) -> int:
 
     s = get_settings()
     configure_logging("ingest", s.log_level)
+    from services.common.tokens import TokenStore
+
+    if not TokenStore(s).ingest():
+        print(
+            "warning: no ingest token yet (AUDITPIPE_INGEST__TOKENS or `auditpipe token create ingest`, "
+            f"file {s.tokens_file}): every request is 401 until one exists"
+        )
     host = args.host or s.ingest.host
     port = args.port or s.ingest.port
     # workers > 1: uvicorn forks processes, each building its own app (and its one Kafka producer)

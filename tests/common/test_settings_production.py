@@ -39,6 +39,7 @@ SAFE = {
     "AUDITPIPE_KAFKA_SASL_USERNAME": "auditpipe-ingest",
     "AUDITPIPE_KAFKA_SASL_PASSWORD": "kq8-Vd2xT_0pLr7s",
     "AUDITPIPE_CLICKHOUSE_PASSWORD": "Zx7-pq2_Lm9vT3",
+    "AUDITPIPE_ENRICHER__INDICATOR_SECRET": "ind-Wq4r8Tz1Lp6Vn",
     "AUDITPIPE_INGEST__TOKENS": json.dumps(
         [{"producer": "platform", "sha256": _h("ing_6Hc2kP9x"), "orgs": ["*"]}]
     ),
@@ -88,7 +89,10 @@ REFUSED: list[tuple[str, dict[str, str | None], str]] = [
      "AUDITPIPE_CLICKHOUSE_PASSWORD"),
     ("placeholder HMAC key", {"AUDITPIPE_ENRICHER__HMAC_KEY": "CHANGE_ME-0123456789"},
      "AUDITPIPE_ENRICHER__HMAC_KEY"),
-    ("no ingest token", {"AUDITPIPE_INGEST__TOKENS": "[]"}, "AUDITPIPE_INGEST__TOKENS"),
+    ("development indicator secret", {"AUDITPIPE_ENRICHER__INDICATOR_SECRET": None},
+     "AUDITPIPE_ENRICHER__INDICATOR_SECRET"),
+    ("placeholder indicator secret", {"AUDITPIPE_ENRICHER__INDICATOR_SECRET": "CHANGE_ME-0123456789"},
+     "AUDITPIPE_ENRICHER__INDICATOR_SECRET"),
     ("ingest token without orgs", {"AUDITPIPE_INGEST__TOKENS": _tokens(orgs=None)},
      "AUDITPIPE_INGEST__TOKENS ([0].orgs)"),
     ("ingest token with no org", {"AUDITPIPE_INGEST__TOKENS": _tokens(orgs=[])},
@@ -99,7 +103,6 @@ REFUSED: list[tuple[str, dict[str, str | None], str]] = [
      "AUDITPIPE_INGEST__TOKENS ([0].sha256)"),
     ("ingest token CHANGE_ME", {"AUDITPIPE_INGEST__TOKENS": _tokens(sha256="CHANGE_ME")},
      "AUDITPIPE_INGEST__TOKENS (sha256)"),
-    ("no query token", {"AUDITPIPE_QUERY_API__TOKENS": "[]"}, "AUDITPIPE_QUERY_API__TOKENS"),
     ("query token placeholder hash", {"AUDITPIPE_QUERY_API__TOKENS": _query(sha256="0" * 64)},
      "AUDITPIPE_QUERY_API__TOKENS ([0].sha256)"),
     ("query token CHANGE_ME principal", {"AUDITPIPE_QUERY_API__TOKENS": _query(principal="CHANGE_ME")},
@@ -146,6 +149,14 @@ def test_safe_production_settings_load(monkeypatch: pytest.MonkeyPatch) -> None:
     _env(monkeypatch, {})
     s = load_settings()
     assert s.env == "production" and production_problems(s) == []
+
+
+def test_production_without_tokens_in_settings_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No token is closed, not unsafe: the first production token is made by `auditpipe token create`
+    (into tokens_file), which must start under the same settings."""
+    _env(monkeypatch, {"AUDITPIPE_INGEST__TOKENS": "[]", "AUDITPIPE_QUERY_API__TOKENS": "[]"})
+    s = load_settings()
+    assert s.ingest.tokens == [] and s.query_api.tokens == [] and production_problems(s) == []
 
 
 @pytest.mark.parametrize("what,changes,name", REFUSED, ids=[r[0] for r in REFUSED])
@@ -235,7 +246,8 @@ def _commands() -> list[list[str]]:
             if isinstance(a, argparse._SubParsersAction) or not a.required and a.option_strings:
                 continue
             if not a.option_strings and a.nargs != "?" and a.dest != "help":
-                out.append(a.choices[1] if a.choices and "status" in a.choices else "x")
+                choices = list(a.choices or ())
+                out.append(choices[1] if "status" in choices else choices[0] if choices else "x")
             elif a.required:
                 out += [a.option_strings[0], "x"]
         return out

@@ -47,12 +47,14 @@ MATRIX: dict[str, tuple[int, int, int, int, int, int, int]] = {
     "GET /api/events?org=org-acme":                 (401, 401, 200, 200, 200, 200, 200),
     "GET /api/events/{id}":                         (401, 401, 200, 200, 200, 200, 404),
     "GET /api/events/facets?org=org-acme":          (401, 401, 200, 200, 200, 200, 200),
+    "GET /api/events/timeline?org=org-acme":        (401, 401, 200, 200, 200, 200, 200),
     "GET /api/events/export?org=org-acme":          (401, 401, 200, 200, 200, 200, 200),
     "GET /api/events/archives?org=org-acme":        (401, 401, 200, 403, 403, 200, 404),
     "GET /api/events/archives/{file}?org=org-acme": (401, 401, 200, 403, 403, 200, 404),
     "DELETE /api/events/archives/{old}?org=org-acme": (401, 401, 403, 403, 403, 200, 404),
     "GET /api/settings/retention?org=org-acme":     (401, 401, 403, 403, 403, 200, 404),
     "PUT /api/settings/retention?org=org-acme":     (401, 401, 403, 403, 403, 200, 404),
+    "GET /api/conflicts?org=org-acme":              (401, 401, 403, 403, 403, 200, 200),
     "PUT /api/events/{id}":                         (405, 405, 405, 405, 405, 405, 405),
     "PATCH /api/events/{id}":                       (405, 405, 405, 405, 405, 405, 405),
     "DELETE /api/events/{id}":                      (405, 405, 405, 405, 405, 405, 405),
@@ -62,12 +64,15 @@ MATRIX: dict[str, tuple[int, int, int, int, int, int, int]] = {
 }  # fmt: skip
 
 NOTES = [
-    "Lists, facets and exports answer 200 to every valid token but only ever contain what its scope "
-    "allows: the other org's Manager gets empty results, a project-scoped token only its projects.",
+    "Lists, facets, timelines, exports and conflicts answer 200 to every valid token they admit but only "
+    "ever contain what its scope allows: the other org's Manager gets empty results, a project-scoped "
+    "token only its projects.",
     "An event or archive outside the token's organisation is 404, exactly like a missing one.",
     "Archive day files hold a whole org's day, so project- or environment-scoped tokens get 403 on them.",
     "Retention and the audit switch act on a whole organisation: only a Manager whose token is not "
     "narrowed to projects or environments may read or change them.",
+    "Conflicts (records kept aside because their event id was already stored with other content) are a "
+    "whole-org concern too: a forged record may name any project of the org.",
     "Changing, patching or deleting an event is not possible for anyone (405).",
 ]
 

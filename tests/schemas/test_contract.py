@@ -101,3 +101,39 @@ def test_times_out_of_range_in_utc_are_a_validation_error_not_a_crash(t: str) ->
     with pytest.raises(ValidationError) as e:
         RawEvent.model_validate({"org_id": "o", "action": "a:b", "occurred_at": t})
     assert e.value.errors()[0]["loc"] == ("occurred_at",)
+
+
+@pytest.mark.parametrize(
+    ("t", "ok"),
+    [
+        ("1999-12-31T23:59:59.999Z", False),
+        ("2000-01-01T00:00:00Z", True),
+        ("2000-01-01T01:00:00+02:00", False),  # 1999-12-31T23:00Z
+        ("1970-01-01T00:00:00Z", False),  # a producer's zero timestamp
+        ("0005-01-02T01:00:01Z", False),
+        ("2199-12-31T23:59:59.999Z", True),
+        ("2200-01-01T00:00:00Z", False),
+        ("2199-12-31T23:00:00-02:00", False),  # 2200-01-01T01:00Z
+    ],
+)
+def test_occurred_at_must_be_a_time_the_store_holds(t: str, ok: bool) -> None:
+    from pydantic import ValidationError
+
+    data = {"org_id": "o", "action": "a:b", "occurred_at": t}
+    if ok:
+        assert RawEvent.model_validate(data).occurred_at.utcoffset().total_seconds() == 0
+        return
+    with pytest.raises(ValidationError) as e:
+        RawEvent.model_validate(data)
+    assert e.value.errors()[0]["loc"] == ("occurred_at",)
+
+
+def test_occurred_at_bounds_are_those_of_the_table_constraint() -> None:
+    import re
+
+    from schemas.events_v1 import OCCURRED_AT_END, OCCURRED_AT_MIN
+
+    sql = (ROOT / "clickhouse" / "0004_events_time_constraint.sql").read_text()
+    low, high = re.findall(r"toDateTime64\('([\d-]+) 00:00:00', 3, 'UTC'\)", sql)
+    assert (low, high) == (OCCURRED_AT_MIN.date().isoformat(), OCCURRED_AT_END.date().isoformat())
+    assert "occurred_at >=" in sql and "occurred_at <" in sql

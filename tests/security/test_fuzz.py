@@ -19,7 +19,6 @@ Ports 20212-20213: run under ``flock /tmp/auditpipe-private-ports.lock``.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -115,18 +114,11 @@ def _operations(server: Server) -> list:
     return [r.ok() for r in schema.get_all_operations()]
 
 
-# A finding already reported and tracked by a strict xfail in test_fuzz_findings.py (the lead's code):
-# a timestamp that leaves datetime's range when converted to UTC (1 January of year 1 with a positive
-# offset, 31 December 9999 with a negative one) overflows in schemas/events_v1.py -> 500.
-KNOWN = re.compile(r'"(0001-01-0[12]T[^"]*\+\d\d:?\d\d|9999-12-3[01]T[^"]*-\d\d:?\d\d)"')
-
-
 class Tally:
     def __init__(self) -> None:
         self.count = 0
         self.statuses: Counter[str] = Counter()
         self.findings: list[str] = []
-        self.known: list[str] = []
 
     def report(self) -> str:
         return f"{len(self.findings)} findings:\n" + "\n".join(list(dict.fromkeys(self.findings))[:15])
@@ -142,9 +134,6 @@ def _schemathesis(op, mode: GenerationMode, examples: int, name: str, token: str
         resp = case.call(headers={"Authorization": f"Bearer {token}"})
         t.statuses[f"{name} {resp.status_code}"] += 1
         curl = case.as_curl_command()[:1500]
-        if name == "ingest" and resp.status_code == 500 and KNOWN.search(curl):
-            t.known.append(curl)
-            return
         try:
             case.validate_response(resp, checks=CHECKS)
         except FailureGroup as g:
@@ -167,8 +156,6 @@ def test_schemathesis_positive_and_negative(servers: dict, capsys: pytest.Captur
                 _schemathesis(op, mode, per, name, token, t)
     with capsys.disabled():
         print(f"\nschemathesis: {t.count} generated requests; statuses {dict(sorted(t.statuses.items()))}")
-        for k in t.known:
-            print(f"known finding (test_fuzz_findings.py::test_ingest_timestamp_overflow_is_422): {k[:400]}")
     assert t.count >= TARGET, t.count
     assert not t.findings, t.report()
 

@@ -1,6 +1,5 @@
-"""Every finding of the fuzzers (tests/security/test_fuzz.py), as the exact request that showed it, fixed
-or, where the code is the lead's (schemas/events_v1.py, services/ingest), kept as a strict xfail that
-turns into a failure (XPASS) the day it is fixed, so the marker is then removed."""
+"""Every finding of the fuzzers (tests/security/test_fuzz.py), as the exact request that showed it, and
+the test that shows it fixed."""
 
 from __future__ import annotations
 
@@ -121,24 +120,23 @@ def test_non_utf8_body_without_content_type_is_400(api: TestClient) -> None:
     assert r.status_code == 400 and r.json()["detail"]
 
 
-# Ingest (the lead's code), finding 7: a timestamp that overflows when converted to UTC answers 500.
-# schemas/events_v1.py RawEvent._utc calls astimezone(UTC), which raises OverflowError (not a ValueError,
-# so pydantic does not turn it into a validation error). Exact request (schemathesis, positive):
+# Ingest, finding 7 (fixed): a timestamp that overflowed when converted to UTC answered 500.
+# schemas/events_v1.py RawEvent._utc called astimezone(UTC), which raises OverflowError (not a ValueError,
+# so pydantic did not turn it into a validation error). Exact request (schemathesis, positive):
 #   POST /v1/events  {"action": "0:0", "occurred_at": "0005-01-02T01:00:01Z", "org_id": "0",
 #                     "received_at": "0001-01-01T00:01:01+02:00", "target": {}, ...}   -> 500
 @pytest.mark.kafka
-@pytest.mark.xfail(strict=True, reason="lead: schemas/events_v1.py _utc lets OverflowError escape (500)")
 def test_ingest_timestamp_overflow_is_422(kafka_settings: Settings) -> None:
     assert _ingest_status(kafka_settings, received_at="0001-01-01T00:01:01+02:00") == 422
 
 
-# Ingest (the lead's code), finding 8: an occurred_at the store refuses (before 2000 or from 2200 on:
-# migration 0004's constraint) is answered 202, then dead-lettered by the sink: an accepted event that is
-# never stored, decided by producer content. Exact request (schemathesis, positive):
+# Ingest, finding 8 (fixed: the contract holds the table's range): an occurred_at the store refuses
+# (before 2000 or from 2200 on: migration 0004's constraint) was answered 202, then dead-lettered by the
+# sink: an accepted event that is never stored, decided by producer content. Exact request (schemathesis,
+# positive):
 #   POST /v1/events  {"action": "0:0", "occurred_at": "0005-01-02T01:00:01Z", "org_id": "0", "target": {}}
 #   -> 202
 @pytest.mark.kafka
-@pytest.mark.xfail(strict=True, reason="lead: the ingest accepts occurred_at the table refuses")
 def test_ingest_refuses_an_occurred_at_the_store_cannot_hold(kafka_settings: Settings) -> None:
     assert _ingest_status(kafka_settings, occurred_at="0005-01-02T01:00:01Z") == 422
 

@@ -14,11 +14,24 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 
-from services.query_api.deps import ClientDep, ManagerPrincipal, SettingsDep, ch_settings, field_error
+from services.query_api.deps import (
+    API_ERRORS,
+    ClientDep,
+    OrgManager,
+    SettingsDep,
+    ch_settings,
+    field_error,
+    known_query_params,
+)
 
-router = APIRouter(prefix="/api/conflicts", tags=["conflicts"])
+router = APIRouter(
+    prefix="/api/conflicts",
+    tags=["conflicts"],
+    responses=API_ERRORS,
+    dependencies=[Depends(known_query_params)],
+)
 
 _COLUMNS = (
     "toString(event_id)",
@@ -65,7 +78,7 @@ def _utc(v: datetime | None) -> datetime | None:
 
 @router.get("", summary="Records kept aside: an event id already stored with other content (Manager)")
 def list_conflicts(
-    principal: ManagerPrincipal,
+    principal: OrgManager,  # a forged record may name any project of the org: a whole-org concern
     settings: SettingsDep,
     client: ClientDep,
     org: Annotated[str | None, Query(max_length=256, description="Either side's organisation")] = None,
@@ -77,9 +90,6 @@ def list_conflicts(
         str | None, Query(max_length=1024, description="next_cursor of the previous page")
     ] = None,
 ) -> dict[str, Any]:
-    if principal.restricted:
-        # a forged record may name any project of the org: conflicts are a whole-org concern
-        raise HTTPException(403, detail="conflicts need a token scoped to a whole organisation")
     cfg = settings.query_api
     size = limit or cfg.page_size_default
     if size > cfg.page_size_max:

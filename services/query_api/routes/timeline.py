@@ -12,13 +12,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from services.query_api import query as Q
-from services.query_api.deps import ClientDep, EventViewer, FiltersDep, SettingsDep, ch_settings
+from services.query_api.deps import (
+    API_ERRORS,
+    ClientDep,
+    EventViewer,
+    FiltersDep,
+    SettingsDep,
+    ch_settings,
+    known_query_params,
+)
 
-router = APIRouter(prefix="/api/events", tags=["events"])
+router = APIRouter(
+    prefix="/api/events", tags=["events"], responses=API_ERRORS, dependencies=[Depends(known_query_params)]
+)
 
 
 def _iso(v: datetime) -> str:
