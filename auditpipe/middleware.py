@@ -60,7 +60,7 @@ from starlette.routing import Host, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auditpipe.client import AsyncAuditClient
-from schemas.events_v1 import Actor, RawEvent
+from schemas.events_v1 import Actor, RawEvent, coerce_unsafe_integers
 
 logger = logging.getLogger("auditpipe.middleware")
 
@@ -408,7 +408,17 @@ class AuditMiddleware:
             if ev is None:
                 self.skipped += 1
                 return
-            await self.client.emit_prepared(self.client.prepare(ev))
+            try:
+                await self.client.emit(ev)
+            except ValueError as e:
+                # what the end user sent (payload, query) is nested too deep or makes the event too big:
+                # the call is still recorded, without it; then without the app's changes and snapshot
+                ev = without_free_form(ev, str(e), app_fields=False)
+                try:
+                    await self.client.emit(ev)
+                except ValueError as e2:
+                    ev = without_free_form(ev, str(e2), app_fields=True)
+                    await self.client.emit(ev)
             self.emitted += 1
         except Exception as e:  # noqa: BLE001 - never fail the host app's response
             self.errors += 1
@@ -482,7 +492,9 @@ class AuditMiddleware:
                 meta["payload_bytes"] = str(seen)
             elif "json" in ctype:
                 try:
-                    payload = orjson.loads(body)
+                    # integers beyond ±(2**53 - 1) become decimal strings: content_hash could not
+                    # represent them, and the end user's call is recorded all the same
+                    payload = coerce_unsafe_integers(orjson.loads(body))
                 except orjson.JSONDecodeError:
                     meta["payload_unparsed"] = "invalid JSON"
                     meta["payload_bytes"] = str(seen)
@@ -520,8 +532,8 @@ class AuditMiddleware:
             "source": self.source,
             "status": status,
             "change": added.get("change"),
-            "changes": added.get("changes") or [],
-            "snapshot": added.get("snapshot"),
+            "changes": coerce_unsafe_integers(added.get("changes") or []),
+            "snapshot": coerce_unsafe_integers(added.get("snapshot")),
             "request": {
                 "method": method,
                 "path": path[:8192],
@@ -536,3 +548,19 @@ class AuditMiddleware:
         if doc["action"].rpartition(":")[2] != doc["event_type"]:
             doc["event_type"] = None  # e.g. deployment:cancel: the enricher derives it from the verb
         return RawEvent.model_validate(doc)
+
+
+def without_free_form(ev: RawEvent, why: str, *, app_fields: bool) -> RawEvent:
+    """``ev`` without the free-form JSON the end user sent (request payload and query), and with
+    ``app_fields`` also without what the app added (changes, snapshot); ``metadata`` says what was left
+    out and why. Who did what to which resource is kept: the call is recorded in any case."""
+    meta = dict(ev.metadata)
+    update: dict[str, Any] = {}
+    if ev.request is not None and (ev.request.payload is not None or ev.request.query is not None):
+        update["request"] = ev.request.model_copy(update={"payload": None, "query": None})
+        meta["payload_dropped"] = why[:1024]
+    if app_fields and (ev.changes or ev.snapshot is not None):
+        update["changes"], update["snapshot"] = [], None
+        meta["changes_dropped"] = why[:1024]
+    update["metadata"] = meta
+    return ev.model_copy(update=update)

@@ -289,15 +289,28 @@ def unsafe_integer_path(value: Any, path: str = "") -> str | None:
 
 
 def coerce_unsafe_integers(value: Any) -> Any:
-    """``value`` (JSON data) with every number outside the contract's range replaced by its decimal text."""
+    """``value`` (JSON data) with every number outside the contract's range replaced by its decimal text.
+
+    Dicts and lists are copied (the input is left as it is), iteratively: any nesting depth is fine, the
+    result is then refused or kept by the depth check like any other event."""
     t = type(value)
     if t is int or t is float:
         return str(value) if is_unsafe_number(value) else value
-    if t is dict:
-        return {k: coerce_unsafe_integers(v) for k, v in value.items()}
-    if t is list:
-        return [coerce_unsafe_integers(v) for v in value]
-    return value
+    if t is not dict and t is not list:
+        return value
+    root = dict(value) if t is dict else list(value)
+    stack: list[dict[str, Any] | list[Any]] = [root]
+    while stack:
+        node = stack.pop()
+        for k, v in list(node.items()) if type(node) is dict else list(enumerate(node)):
+            tv = type(v)
+            if tv is int or tv is float:
+                if is_unsafe_number(v):
+                    node[k] = str(v)
+            elif tv is dict or tv is list:
+                node[k] = c = dict(v) if tv is dict else list(v)
+                stack.append(c)
+    return root
 
 
 # A record of audit.raw.v1 holds one event (a JSON object) or an envelope: a JSON array of 1..N events

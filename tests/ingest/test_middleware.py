@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import orjson
 import pytest
 from pydantic import BaseModel
 from starlette.applications import Starlette
@@ -183,3 +184,38 @@ async def test_middleware_in_fastapi_app(kafka_settings) -> None:
     ]
     assert evs[0].request.payload == {"name": "prod"} and evs[0].actor.name == "ci-token"
     assert all(RawEvent.model_validate_json(r.value).org_id == "o1" for r in recs)
+
+
+async def test_end_user_content_never_keeps_the_call_out_of_the_record() -> None:
+    """An end user controls the body: integers beyond ±(2**53-1) are kept as decimal text, a body nested
+    deeper than the contract allows or invalid JSON is left out with the reason; the call is recorded."""
+    client = AsyncAuditClient("http", url="http://127.0.0.1:19498", token="t", flush_at_exit=False)
+    app = host_app(client, cap=64 * 1024)
+    deep: object = 1
+    for _ in range(200):
+        deep = {"a": deep}
+    bodies = [
+        orjson.dumps({"amount": 2**60, "n": [-(2**63), 1.5, 2**53 - 1]}),
+        orjson.dumps(deep),
+        b'{"x": 1e400}',
+        b"[" * 5000,
+    ]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+        for i, body in enumerate(bodies):
+            r = await http.post(
+                f"/api/things?q={2**60}",
+                content=body,
+                headers={"x-org": "org-acme", "x-user": f"u-{i}", "content-type": "application/json"},
+            )
+            assert r.status_code == 200
+    with pytest.raises(DeliveryError) as err:
+        await client.close(timeout_s=0.2)
+    got = {ev.actor.id: ev for ev in err.value.undelivered}
+    assert sorted(got) == ["u-0", "u-1", "u-2", "u-3"]
+    assert got["u-0"].request.payload == {"amount": str(2**60), "n": [str(-(2**63)), 1.5, 2**53 - 1]}
+    assert got["u-0"].request.query == {"q": str(2**60)}  # query values are text anyway
+    assert got["u-1"].request.payload is None and "nested deeper" in got["u-1"].metadata["payload_dropped"]
+    assert got["u-1"].action == "thing:create" and got["u-1"].request.method == "POST"
+    for u in ("u-2", "u-3"):
+        assert got[u].request.payload is None and got[u].metadata["payload_unparsed"] == "invalid JSON"

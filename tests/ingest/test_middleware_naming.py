@@ -40,13 +40,11 @@ class Recorder:
         self.events: list[RawEvent] = []
         self.fail = fail
 
-    def prepare(self, ev: RawEvent) -> RawEvent:
-        return ev
-
-    async def emit_prepared(self, ev: RawEvent) -> None:
+    async def emit(self, ev: RawEvent) -> str:
         if self.fail is not None:
             raise self.fail
         self.events.append(ev)
+        return str(ev.event_id)
 
 
 def audited(app: Any, rec: Recorder, **kw: Any) -> Any:

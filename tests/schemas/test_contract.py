@@ -8,6 +8,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from schemas import generate
 from schemas.events_v1 import MAX_EVENT_BYTES, EnrichedEvent, RawEvent, parse_raw
@@ -137,3 +139,43 @@ def test_occurred_at_bounds_are_those_of_the_table_constraint() -> None:
     low, high = re.findall(r"toDateTime64\('([\d-]+) 00:00:00', 3, 'UTC'\)", sql)
     assert (low, high) == (OCCURRED_AT_MIN.date().isoformat(), OCCURRED_AT_END.date().isoformat())
     assert "occurred_at >=" in sql and "occurred_at <" in sql
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.text(max_size=5) | st.integers() | st.floats(allow_nan=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(_json)
+def test_coerce_unsafe_integers_leaves_only_safe_numbers_and_keeps_the_rest(value: object) -> None:
+    from schemas.events_v1 import coerce_unsafe_integers, is_unsafe_number, unsafe_integer_path
+
+    before = json.dumps(value, sort_keys=True)
+    out = coerce_unsafe_integers(value)
+    assert unsafe_integer_path(out) is None
+    assert json.dumps(value, sort_keys=True) == before  # the input is not changed
+
+    def same(a: object, b: object) -> bool:  # equal except unsafe numbers -> their decimal text
+        if isinstance(a, dict):
+            return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        if isinstance(a, list):
+            return isinstance(b, list) and len(a) == len(b) and all(map(same, a, b))
+        if type(a) in (int, float) and is_unsafe_number(a):
+            return b == str(a)
+        return type(a) is type(b) and a == b
+
+    assert same(value, out)
+
+
+def test_coerce_unsafe_integers_at_any_depth() -> None:
+    from schemas.events_v1 import coerce_unsafe_integers
+
+    deep: object = 2**60
+    for i in range(5000):
+        deep = [deep] if i % 2 else {"k": deep}
+    out = coerce_unsafe_integers(deep)
+    for i in reversed(range(5000)):
+        out = out[0] if i % 2 else out["k"]
+    assert out == str(2**60)
