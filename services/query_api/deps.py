@@ -173,7 +173,8 @@ TIME_MIN = datetime(1900, 1, 1, tzinfo=UTC)
 TIME_MAX = datetime(2299, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
-def _utc(field: str, v: datetime | None) -> datetime | None:
+def utc_param(field: str, v: datetime | None) -> datetime | None:
+    """A time query parameter in UTC (naive = UTC); 422 naming ``field`` outside ClickHouse's range."""
     if v is None:
         return None
     try:
@@ -221,7 +222,7 @@ def event_filters(
         Query(description="Only triggers and webhooks: the actor is the system or the source a webhook"),
     ] = False,
 ) -> Filters:
-    since, until = _utc("since", since), _utc("until", until)
+    since, until = utc_param("since", since), utc_param("until", until)
     if since and until and since >= until:
         raise field_error("until", "must be after since")
     for s in status or []:

@@ -167,17 +167,17 @@ def test_service_settings_load_and_listen_where_probed(name: str, monkeypatch: p
 
 
 def test_missing_secret_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The env=production guard fires when the tokens placeholder is not replaced."""
+    """The env=production guard fires when a secret's placeholder is not replaced."""
     import os
 
     for key in list(os.environ):
         if key.startswith("AUDITPIPE_"):
             monkeypatch.delenv(key)
     env = _resolved_env(compose()["services"]["ingest"])
-    env["AUDITPIPE_INGEST__TOKENS"] = "[]"
+    env["AUDITPIPE_CLICKHOUSE_PASSWORD"] = "CHANGE_ME"
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    with pytest.raises(SettingsError, match="AUDITPIPE_INGEST__TOKENS|ingest token"):
+    with pytest.raises(SettingsError, match="AUDITPIPE_CLICKHOUSE_PASSWORD"):
         load_settings()
     with pytest.raises(KeyError):
         interpolate(compose()["services"]["ingest"]["environment"]["AUDITPIPE_CLICKHOUSE_PASSWORD"], env={})

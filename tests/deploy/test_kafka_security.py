@@ -31,14 +31,14 @@ def _components(entries: list[str]) -> set[str]:
 
 
 def _allowed(topic: str, op: str) -> set[str]:
-    """Components whose principal holds ``op`` on ``topic`` by a literal ACL."""
+    """Components whose principal holds ``op`` on ``topic`` by a literal or a prefixed ACL (as the
+    broker's authorizer matches them)."""
     return {
         e["component"]
         for e in K.table().values()
         for a in e["acls"]
         if a["type"] == "topic"
-        and a["name"] == topic
-        and a.get("pattern", "literal") == "literal"
+        and (a["name"] == topic if a.get("pattern", "literal") == "literal" else topic.startswith(a["name"]))
         and op in a["ops"]
     }
 

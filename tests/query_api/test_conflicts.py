@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -153,6 +154,10 @@ def test_filters_and_paging(api: TestClient, stored: dict) -> None:
     assert len(seen) == 3 and len(set(seen)) == 3 and seen == sorted(seen, reverse=True)
 
 
+def _cur(*parts: object) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(list(parts))).decode().rstrip("=")
+
+
 @pytest.mark.parametrize(
     ("token", "params", "status", "field"),
     [
@@ -164,6 +169,13 @@ def test_filters_and_paging(api: TestClient, stored: dict) -> None:
         ("manager", {"cursor": "%%%"}, 422, "cursor"),
         ("manager", {"limit": 100_000}, 422, "limit"),
         ("manager", {"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, 422, "until"),
+        ("manager", {"cursor": _cur("0001-01-01T00:00:00Z", "t", 0, 0)}, 422, "cursor"),  # year 1
+        ("manager", {"cursor": _cur("2026-01-01T00:00:00Z", "t", -1, 0)}, 422, "cursor"),  # partition < 0
+        ("manager", {"cursor": _cur("2026-01-01T00:00:00Z", "t", 0, 2**63)}, 422, "cursor"),  # offset > int64
+        ("manager", {"cursor": _cur("2026-01-01T00:00:00Z", "t", True, 0)}, 422, "cursor"),  # bool partition
+        ("manager", {"since": "0203-01-26T10:51:27.587-18:44"}, 422, "since"),  # found by the fuzzer
+        ("manager", {"until": "0001-01-01T00:00:00+02:00"}, 422, "until"),
+        ("manager", {"orgg": "org-acme"}, 422, "orgg"),  # a misspelt filter never widens the list
     ],
 )
 def test_refusals_name_the_problem(

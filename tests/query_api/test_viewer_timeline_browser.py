@@ -48,11 +48,9 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[RawEvent] = []
 
-    def prepare(self, ev: RawEvent) -> RawEvent:
-        return ev
-
-    async def emit_prepared(self, ev: RawEvent) -> None:
+    async def emit(self, ev: RawEvent) -> str:
         self.events.append(ev)
+        return str(ev.event_id)
 
 
 def demo_events() -> list[EnrichedEvent]:

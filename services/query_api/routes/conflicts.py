@@ -24,6 +24,7 @@ from services.query_api.deps import (
     ch_settings,
     field_error,
     known_query_params,
+    utc_param,
 )
 
 router = APIRouter(
@@ -63,17 +64,13 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str, int, int]:
             base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         )
         dt = datetime.fromisoformat(seen)
-        if not (isinstance(topic, str) and isinstance(partition, int) and isinstance(offset, int)):
+        if not (isinstance(topic, str) and type(partition) is int and type(offset) is int):
             raise ValueError
-        return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)), topic, partition, offset
+        if not (0 <= partition < 2**31 and 0 <= offset < 2**63 and len(topic) <= 249):
+            raise ValueError
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise field_error("cursor", "malformed cursor") from None
-
-
-def _utc(v: datetime | None) -> datetime | None:
-    if v is None:
-        return None
-    return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+    return utc_param("cursor", dt), topic, partition, offset  # type: ignore[return-value]
 
 
 @router.get("", summary="Records kept aside: an event id already stored with other content (Manager)")
@@ -94,7 +91,7 @@ def list_conflicts(
     size = limit or cfg.page_size_default
     if size > cfg.page_size_max:
         raise field_error("limit", f"must be at most {cfg.page_size_max}")
-    since, until = _utc(since), _utc(until)
+    since, until = utc_param("since", since), utc_param("until", until)
     if since and until and since >= until:
         raise field_error("until", "must be after since")
     conds: list[str] = []
