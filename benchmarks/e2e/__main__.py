@@ -235,6 +235,9 @@ def main() -> int:
             time.sleep(5)  # consumers join their groups
             bare_url = f"http://127.0.0.1:{BARE_HTTP_PORT}/v1/events/batch"
             bare_pids = {f"bare {k}": p.pid for k, p in bare.items()}
+            stack = Stack(s)
+            bare_pids |= {"clickhouse": stack.ch_status().pid or 0, "kafka": stack.kafka_status().pid or 0}
+            bare_pids = {k: v for k, v in bare_pids.items() if v}
             asyncio.run(post_all(bare_url, "-", [orjson.dumps([event(i, "warm") for i in range(500)])]))
             wait_until(lambda: receiver_stats().get("warm", {}).get("count", 0) >= 500, 120)
             for r in range(args.runs):
@@ -275,7 +278,7 @@ def main() -> int:
                 wait_until(lambda: receiver_stats().get(phase, {}).get("count", 0) >= sent, 600)  # noqa: B023
                 q = ch.query(
                     "SELECT quantiles(0.5, 0.99)(dateDiff('millisecond', occurred_at, inserted_at)) "
-                    "FROM events WHERE startsWith(org_id, {p:String})",
+                    f"FROM {s.clickhouse_database}.events WHERE startsWith(org_id, {{p:String}})",  # noqa: S608
                     parameters={"p": phase + "-"},
                 ).result_rows[0][0]
                 siem = receiver_stats()[phase]
@@ -306,15 +309,18 @@ def main() -> int:
     ):
         p, c = med["pipeline"][key], med["bare"][key]
         print(f"| {label} | {p:,.0f} | {c:,.0f} | {ratio(p, c):.2f} |")
-    print("\n| process | CPU-µs per event | peak RSS MB |")
-    print("|---|---|---|")
-    for k in sorted(set(med["pipeline"]) | set(med["bare"])):
-        if k.startswith("cpu:"):
-            name = k[4:]
-            v = med["pipeline"].get(k, med["bare"].get(k))
-            print(f"| {name} | {v:.1f} | {rss.get(name, 0):.0f} |")
+    print("\n| process | CPU-µs per event, pipeline | CPU-µs per event, bare chain | peak RSS MB |")
+    print("|---|---|---|---|")
+    names = sorted({k[4:] for k in (*med["pipeline"], *med["bare"]) if k.startswith("cpu:")})
+    for name in names:
+        p, b = med["pipeline"].get(f"cpu:{name}"), med["bare"].get(f"cpu:{name}")
+        print(
+            f"| {name} | {'' if p is None else f'{p:.1f}'} | {'' if b is None else f'{b:.1f}'} | "
+            f"{rss.get(name, 0) or '':} |"
+        )
     total = sum(v for k, v in med["pipeline"].items() if k.startswith("cpu:"))
-    print(f"| all pipeline processes (incl. Kafka, ClickHouse) | {total:.1f} | |")
+    bare_total = sum(v for k, v in med["bare"].items() if k.startswith("cpu:"))
+    print(f"| all processes (incl. Kafka, ClickHouse) | {total:.1f} | {bare_total:.1f} | |")
     print("\n| latency | events | ingest-to-queryable p50 / p99 | ingest-to-SIEM p50 / p99 |")
     print("|---|---|---|---|")
     for pct, v in lat.items():
