@@ -1,7 +1,7 @@
 """Generate the checked-in JSON Schema files from the pydantic models.
 
-Run ``python -m schemas.generate`` after changing ``schemas/events_v1.py``; ``tests/schemas`` fails when
-the files drift from the models.
+Run ``python -m schemas.generate`` after changing ``schemas/events_v1.py`` or ``schemas/digests_v1.py``;
+``tests/schemas`` fails when the files drift from the models.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from schemas.digests_v1 import Digest
 from schemas.events_v1 import DeadLetter, EnrichedEvent, OrgSwitch, RawEvent
 
 HERE = Path(__file__).parent
@@ -18,6 +19,7 @@ MODELS = {
     "enriched_event.v1.json": EnrichedEvent,
     "dead_letter.v1.json": DeadLetter,
     "org_switch.v1.json": OrgSwitch,
+    "digest.v1.json": Digest,
 }
 
 

@@ -17,6 +17,8 @@ from services.common.errors import CliError
 from services.common.settings import SettingsError, get_settings, masked_dump
 
 SERVICE_CLIS = ("ingest", "enricher", "sink", "siem_forwarder", "query_api", "supervisor", "demo")
+# Commands of packages that are not services (``register(subparsers)`` in their cli.py, same contract).
+PACKAGE_CLIS = ("archive", "integrity")
 
 
 def _config_show(args: argparse.Namespace) -> int:
@@ -96,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("migrate", help="apply pending ClickHouse migrations")
     m.set_defaults(func=_migrate)
 
-    for name in SERVICE_CLIS:
+    for name in (*SERVICE_CLIS, *PACKAGE_CLIS):
         try:
             mod = importlib.import_module(f"services.{name}.cli")
         except ModuleNotFoundError as e:

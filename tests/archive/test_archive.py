@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from services.archive.files import list_archives
+from services.archive.job import delete_archive, run_archive
+from services.archive.rules import ArchiveError
 from services.common.clickhouse import make_client
-from services.sink.archive import ArchiveError, delete_archive, list_archives, run_archive
 from tests.sink.helpers import count, enriched, insert_events, read_all
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
