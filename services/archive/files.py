@@ -26,9 +26,13 @@ from services.archive.rules import (
 from services.common.settings import Settings
 
 
+def is_gzip(path: Path) -> bool:
+    return path.name.endswith((".gz", ".gz.partial"))
+
+
 def open_read(path: Path) -> IO[bytes]:
-    """An archive file's content (transparently gunzipped for ``.gz``)."""
-    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")  # noqa: SIM115
+    """An archive file's content (gunzipped for ``.gz``, also while it is still a ``.partial``)."""
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")  # noqa: SIM115
 
 
 def iter_lines(path: Path) -> Iterator[bytes]:
