@@ -18,6 +18,7 @@ from services.common.metrics import counter, histogram
 from services.common.settings import Settings, get_settings
 from services.query_api.audit import AuditPublisher
 from services.query_api.routes import archives, events, health, me, retention
+from services.query_api.routes import integrity as integrity_routes
 
 STATIC = Path(__file__).parent / "static"
 
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # archives before events: /api/events/archives must match before /api/events/{event_id}
     for r in (health.router, me.router, archives.router, events.router, retention.router):
         app.include_router(r)
+    app.include_router(integrity_routes.router)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
