@@ -8,8 +8,9 @@ ClickHouse on the same de-duplicated rows (row count and a checksum computed ind
 sides) and the day's audit event was acknowledged by Kafka. Anything failing before that point leaves the
 rows in place and no manifest (a ``.partial`` file at most).
 
-Snapshot: a run only considers rows inserted more than :data:`~services.archive.rules.SNAPSHOT_LAG_S`
-before it started, and, once sealing runs (services/integrity), only rows already sealed into a signed
+Snapshot: a run only considers rows inserted at least ``retention.snapshot_lag_s`` (5 minutes) before it
+started, so rows being inserted while it runs are neither archived nor deleted (the next run takes them),
+and, once sealing runs (services/integrity), only rows already sealed into a signed
 digest, so no event ever leaves ClickHouse before its digest exists.
 
 Audit events (``audit_archive:create`` per archived day, ``audit_archive:delete`` per deleted file) are built
@@ -31,7 +32,6 @@ from schemas.events_v1 import RawEvent
 from services.archive import files, store
 from services.archive import metrics as m
 from services.archive.rules import (
-    SNAPSHOT_LAG_S,
     ArchiveError,
     ArchiveFile,
     ArchiveReport,
@@ -179,7 +179,7 @@ def archive_day(
 
 def snapshot(settings: Settings, client: object) -> datetime:
     """Rows stored up to this instant are considered: 5 minutes ago, and never past what is sealed."""
-    snap = store.server_now(client) - timedelta(seconds=SNAPSHOT_LAG_S)
+    snap = store.server_now(client) - timedelta(seconds=settings.retention.snapshot_lag_s)
     if settings.integrity.enabled:
         horizon = store.sealed_horizon(client, settings.clickhouse_database)
         if horizon is not None:

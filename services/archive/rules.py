@@ -11,9 +11,6 @@ from urllib.parse import quote
 
 from services.common.settings import Settings
 
-# A run only considers rows inserted this long before it started (``inserted_at <= snapshot``), so rows
-# being inserted while it runs are neither archived nor deleted; the next run takes them.
-SNAPSHOT_LAG_S = 300
 FILE_RE = re.compile(r"^events-(\d{4}-\d{2}-\d{2})(?:\.(\d+))?\.jsonl(\.gz)?$")
 MASK64 = (1 << 64) - 1
 

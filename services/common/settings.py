@@ -143,6 +143,11 @@ class RetentionSettings(BaseModel):
     archive_dir: Path = Path(".stack/archives")
     archive_gzip: bool = False
     delete_min_age_days: int = Field(default=30, ge=0)
+    snapshot_lag_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="An archive run only takes rows stored at least this long before it started",
+    )
     audit_topic: str = Field(default="audit.raw.v1", description="Where archive runs/deletions are audited")
 
     @property
