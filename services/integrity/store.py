@@ -248,6 +248,7 @@ def event_problems(
     org: str,
     lo: datetime | None,
     hi: datetime | None,
+    stored_from: datetime | None,
     sealed_end: datetime | None,
     limit: int = 100_000,
 ) -> Iterator[EventProblem]:
@@ -255,10 +256,12 @@ def event_problems(
 
     sealed in a window starting in [lo, hi) and (gone from events, or a stored copy whose bytes re-hash
     to another value, or columns that disagree with its bytes, or sealed twice with different hashes);
-    or stored at/after ``lo`` and before ``sealed_end`` without being sealed at all.
+    or stored in [stored_from, sealed_end) without being sealed at all. Copies stored before
+    ``stored_from`` are not read (a sealed event's copies are never stored before its window).
     """
     lo_ = lo or EPOCH
     hi_ = hi or datetime(2200, 1, 1, tzinfo=UTC)
+    from_ = min(stored_from or EPOCH, lo_)
     end_ = sealed_end or EPOCH
     q = f"""
 SELECT org_id, event_id,
@@ -279,16 +282,16 @@ FROM (
     FROM {db}.sealed_events WHERE org_id = {{org:String}}
     UNION ALL
     SELECT org_id, event_id, 0, 0, {REHASH}, inserted_at, occurred_at, {COLUMNS_BAD_J}
-    FROM {db}.events WHERE org_id = {{org:String}} AND inserted_at >= {{lo:{T}}}
+    FROM {db}.events WHERE org_id = {{org:String}} AND inserted_at >= {{from:{T}}}
 )
 GROUP BY org_id, event_id
 HAVING (in_range = 1 AND (copies = 0 OR arrayExists(x -> x != sealed_hash, stored_hashes)
                           OR length(bad_columns) > 0 OR sealed_variants > 1))
-    OR (sealed = 0 AND first_stored >= {{lo:{T}}} AND first_stored < {{end:{T}}})
+    OR (sealed = 0 AND first_stored >= {{from:{T}}} AND first_stored < {{end:{T}}})
 LIMIT {{limit:UInt32}}
 SETTINGS max_bytes_before_external_group_by = 500000000
 """  # noqa: S608 - db from settings; values bound
-    params = {"org": org, "lo": lo_, "hi": hi_, "end": end_, "limit": limit}
+    params = {"org": org, "lo": lo_, "hi": hi_, "from": from_, "end": end_, "limit": limit}
     with client.query_rows_stream(q, parameters=params) as stream:
         for r in stream:
             yield EventProblem(

@@ -250,7 +250,7 @@ def verify(
                         )
                     )
         deleted: dict[str, store.EventProblem] = {}
-        for p in store.event_problems(client, db, o, lo, until if until else None, sealed_end):
+        for p in store.event_problems(client, db, o, lo, hi, since, sealed_end):
             if len(rep.findings) >= MAX_FINDINGS:
                 rep.truncated = True
                 break

@@ -162,9 +162,14 @@ async def test_a_fake_event_with_a_self_consistent_hash_is_reported_as_inserted(
     body = fake.replace(b',"content_hash":"' + doc["content_hash"].encode() + b'"', b"")
     assert hashlib.sha256(body).hexdigest() == doc["content_hash"]  # it re-hashes correctly on its own
     insert(s, [fake], NOW - timedelta(minutes=7, seconds=-5))  # hidden among already sealed rows
+    older = record(4, org="org-1", occurred_at=NOW - timedelta(days=3))
+    insert(s, [older], NOW - timedelta(days=1))  # "stored" before the org's first window
     rep = await check(s)
-    assert kinds(rep) == {INSERTED: {doc["event_id"]}}, rep.to_dict()
-    assert rep.findings[0].org_id == "org-1"
+    assert kinds(rep) == {INSERTED: {doc["event_id"], eid(older)}}, rep.to_dict()
+    assert {f.org_id for f in rep.findings} == {"org-1"}
+    # a verification of a later range does not look at them
+    rep = await check(s, since=NOW - timedelta(minutes=6, seconds=30))
+    assert rep.ok, rep.to_dict()
 
 
 async def test_one_deleted_event_is_reported_with_its_id(sealed) -> None:  # noqa: ANN001
