@@ -102,7 +102,7 @@ def settings_for(
 
 
 async def seal(s: Settings) -> None:
-    pub = AuditPublisher(s, s.integrity.digest_topic)
+    pub = AuditPublisher(s, s.integrity.audit_topic)
     try:
         res = await seal_once(s, pub)
         if res.horizon is None:

@@ -45,7 +45,7 @@ def _seal(args: argparse.Namespace) -> int:
         return 0
 
     async def once():  # noqa: ANN202
-        pub = AuditPublisher(s, s.integrity.digest_topic)
+        pub = AuditPublisher(s, s.integrity.audit_topic)
         try:
             return await seal_once(s, pub, key)
         finally:

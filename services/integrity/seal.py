@@ -146,13 +146,8 @@ async def _publish(
     base = files.root(settings)
     for d, r in zip(parsed, records, strict=True):
         await asyncio.to_thread(files.append, base, d["org_id"], parse_time(d["window_start"]), r, republish)
-    audit = AuditPublisher(settings, cfg.audit_topic) if cfg.audit_topic != publisher.topic else publisher
-    try:
-        for d in parsed:
-            await audit.publish(audit_event(d, digest_hash(d)))
-    finally:
-        if audit is not publisher:
-            await audit.close()
+    for d in parsed:
+        await publisher.publish(audit_event(d, digest_hash(d)))
     await asyncio.to_thread(
         store.mark_published,
         client,
@@ -185,7 +180,8 @@ async def _horizon(settings: Settings, client: Any, prev: datetime | None) -> tu
 
 
 async def seal_once(settings: Settings, publisher: AuditPublisher, key: Signer | None = None) -> SealResult:
-    """One sealing run (see the module docstring). ``publisher`` sends to the digest topic."""
+    """One sealing run (see the module docstring). ``publisher`` is the process's durable producer:
+    its audit events go to its topic (``integrity.audit_topic``), digests to ``integrity.digest_topic``."""
     t0 = time.perf_counter()
     key = key or signer(settings)
     db = settings.clickhouse_database
@@ -264,7 +260,7 @@ async def seal_loop(settings: Settings, stop: asyncio.Event) -> None:
     """Seal every ``integrity.interval_s`` until ``stop``; a failed run is logged and retried next time."""
     key = signer(settings)
     log(logger, logging.INFO, "sealer started", key_id=key.key_id, window_s=settings.integrity.window_s)
-    publisher = AuditPublisher(settings, settings.integrity.digest_topic)
+    publisher = AuditPublisher(settings, settings.integrity.audit_topic)
     try:
         while not stop.is_set():
             try:

@@ -7,12 +7,12 @@ import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.topics import DIGESTS, spec_as
 from services.common.audit_events import AuditPublisher
-from services.common.kafka import _security, ensure_topics
+from services.common.kafka import _security, ensure_topics, make_consumer
 from services.common.settings import Settings
 
 
@@ -45,13 +45,7 @@ async def read_digests(settings: Settings, timeout_s: float = 30.0) -> list[byte
     parts = await _partitions(settings, topic)
     if not parts:
         return []
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_auto_commit=False,
-        group_id=None,
-        auto_offset_reset="earliest",
-        **_security(settings),
-    )
+    consumer = make_consumer(settings, group_id=None)
     await consumer.start()
     out: list[bytes] = []
     try:
@@ -90,9 +84,7 @@ async def sink_has_passed(settings: Settings, t: datetime) -> tuple[bool, str]:
     parts = await _partitions(settings, topic)
     if not parts:
         return True, ""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, **_security(settings)
-    )
+    consumer = make_consumer(settings, group_id=None)
     await consumer.start()
     try:
         found = await consumer.offsets_for_times({tp: int(t.timestamp() * 1000) for tp in parts})

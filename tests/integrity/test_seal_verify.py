@@ -29,6 +29,7 @@ from services.integrity.rules import (
     MISSING_DIGEST,
     MISSING_NEWEST,
     Report,
+    align_down,
 )
 from services.integrity.seal import seal_once
 from services.integrity.topic import read_digests
@@ -41,7 +42,7 @@ NOW = datetime.now(UTC)
 
 
 async def seal(s: Settings) -> None:
-    pub = AuditPublisher(s, s.integrity.digest_topic)
+    pub = AuditPublisher(s, s.integrity.audit_topic)
     try:
         await seal_once(s, pub)
     finally:
@@ -161,14 +162,17 @@ async def test_a_fake_event_with_a_self_consistent_hash_is_reported_as_inserted(
     doc = orjson.loads(fake)
     body = fake.replace(b',"content_hash":"' + doc["content_hash"].encode() + b'"', b"")
     assert hashlib.sha256(body).hexdigest() == doc["content_hash"]  # it re-hashes correctly on its own
-    insert(s, [fake], NOW - timedelta(minutes=7, seconds=-5))  # hidden among already sealed rows
+    t_fake = NOW - timedelta(minutes=7, seconds=-5)
+    insert(s, [fake], t_fake)  # hidden among already sealed rows
     older = record(4, org="org-1", occurred_at=NOW - timedelta(days=3))
     insert(s, [older], NOW - timedelta(days=1))  # "stored" before the org's first window
     rep = await check(s)
     assert kinds(rep) == {INSERTED: {doc["event_id"], eid(older)}}, rep.to_dict()
     assert {f.org_id for f in rep.findings} == {"org-1"}
-    # a verification of a later range does not look at them
-    rep = await check(s, since=NOW - timedelta(minutes=6, seconds=30))
+    # a verification of a later range (whole windows after the fake's) does not look at them
+    rep = await check(
+        s, since=align_down(t_fake, s.integrity.window_s) + timedelta(seconds=s.integrity.window_s)
+    )
     assert rep.ok, rep.to_dict()
 
 
