@@ -133,6 +133,8 @@ def canonical_events(n: int) -> list[tuple[bytes, bytes]]:
 
 async def share_of_sink(base: Settings, n: int, tmp: Path) -> dict[str, float]:
     suffix = uuid.uuid4().hex[:8]
+    tmp = tmp / suffix  # digest files of this run only
+    tmp.mkdir()
     topic, digests, raw = (
         f"bench.integ.events.{suffix}",
         f"bench.integ.digests.{suffix}",
@@ -217,6 +219,10 @@ def verify_at_scale(base: Settings, total: int, tmp: Path, runs: int) -> None:
     print(f"filling {BENCH_DB} with {total:,} events (reused when present) ...", flush=True)
     if generate(base, BENCH_DB, total=total):
         print(f"  generated in {time.perf_counter() - t0:.0f} s", flush=True)
+    # a fresh start for sealing each run: drop the integrity tables (0015) and apply it again
+    for t in ("sealed_events", "digests", "digest_published", "seal_runs", "integrity_checks"):
+        client.command(f"DROP TABLE IF EXISTS {BENCH_DB}.{t} SYNC")
+    client.command(f"DELETE FROM {BENCH_DB}.schema_migrations WHERE version = 15")
     migrate(client, BENCH_DB)
     rows = int(client.query(f"SELECT uniqExact(event_id) FROM {BENCH_DB}.events").result_rows[0][0])
     suffix = uuid.uuid4().hex[:8]
@@ -224,9 +230,12 @@ def verify_at_scale(base: Settings, total: int, tmp: Path, runs: int) -> None:
     asyncio.run(
         ensure_topics(base, [TopicSpec(t, 1, 1, 3_600_000, "producer", [], [], "") for t in (digests, raw)])
     )
-    for t in ("sealed_events", "digests", "digest_published", "seal_runs", "integrity_checks"):
-        client.command(f"TRUNCATE TABLE {BENCH_DB}.{t}")
-    s = settings_for(base, BENCH_DB, tmp, digests, raw, window_s=3600, grace_s=0.0)
+    scale_dir = tmp / "scale"
+    scale_dir.mkdir()
+    s = settings_for(base, BENCH_DB, scale_dir, digests, raw, window_s=WINDOW_S, grace_s=0.0)
+    newest = client.query(f"SELECT max(inserted_at) FROM {BENCH_DB}.events").result_rows[0][0].timestamp()
+    if newest > time.time() - WINDOW_S:
+        time.sleep(max(0.0, WINDOW_S - time.time() % WINDOW_S + 0.5))  # the generator's last window closes
     # the sink topic of this database is none: the generator wrote straight into ClickHouse
     s = s.model_copy(update={"sink": s.sink.model_copy(update={"topic": f"bench.none.{suffix}"})})
     ch_pid = clickhouse_pid(base)

@@ -6,7 +6,9 @@
 -- is what a signed Merkle root covers, so membership is never recomputed from inserted_at later (a
 -- redelivered copy stored afterwards, which ReplacingMergeTree prefers, cannot move an event). Editing
 -- this table breaks the signed root of the window. content_hash here is SHA-256 of the stored
--- event_json without its content_hash member, as computed by ClickHouse at sealing.
+-- event_json without its content_hash member, as computed by ClickHouse at sealing; columns_hash the
+-- fingerprint of the flattened columns' values as event_json holds them (services/integrity/store.py), so
+-- verification finds an edited column without parsing JSON again.
 CREATE TABLE IF NOT EXISTS ${db}.sealed_events
 (
     org_id        LowCardinality(String),
@@ -14,6 +16,7 @@ CREATE TABLE IF NOT EXISTS ${db}.sealed_events
     event_id      UUID,
     occurred_at   DateTime64(3, 'UTC') COMMENT 'locates the row in events and its archive day',
     content_hash  FixedString(64),
+    columns_hash  FixedString(64),
 
     INDEX idx_event_id event_id TYPE bloom_filter(0.001) GRANULARITY 1
 )

@@ -6,8 +6,10 @@ Expressions shared by sealing and verification:
 - :data:`REHASH` — the content hash re-derived from the stored bytes: SHA-256 of ``event_json`` with its
   ``,"content_hash":"<hex>"`` member removed (schemas/integrity.py); it equals ``content_hash`` for every
   record the enricher wrote, and changes with any byte of ``event_json`` or of the ``content_hash`` column.
-- :data:`COLUMNS_BAD` — the names of the flattened columns (what listings, filters and CSV exports show)
-  that disagree with ``event_json``; one JSON parse per row.
+- :data:`COLUMNS_HASH` / :data:`COLUMNS_HASH_JSON` — a fingerprint of the flattened columns (what
+  listings, filters and CSV exports show), from the columns or from the values in ``event_json``; sealing
+  records the latter (one JSON parse per event, once), verification compares the former (no parse), and
+  :data:`COLUMNS_BAD` names the columns for the few rows that differ.
 - :func:`merkle_sql` — RFC 6962 Merkle Tree Hash of a window, bottom-up with ``arrayFold`` (pair
   neighbours per level, carry a lone last node), leaves ordered by ``toString(event_id)``.
 """
@@ -32,41 +34,55 @@ _J = (
     "producer Nullable(String))')"
 )
 
-# (column, the same value read from event_json `j`)
-_COLUMN_CHECKS = [
-    ("event_id", "toString(event_id) = j.event_id"),
-    ("org_id", "org_id = j.org_id"),
-    ("occurred_at", "occurred_at = parseDateTime64BestEffortOrNull(j.occurred_at, 3, 'UTC')"),
+# (column, its value, the same value read from event_json `j`): both sides of one type, so a column's
+# fingerprint (COLUMNS_HASH) is the same from the columns and from the record when they agree.
+_ZERO_T = "toDateTime64(0, 3, 'UTC')"
+_COLUMNS = [
+    ("event_id", "toString(event_id)", "j.event_id"),
+    ("org_id", "toString(org_id)", "j.org_id"),
+    (
+        "occurred_at",
+        "occurred_at",
+        f"ifNull(parseDateTime64BestEffortOrNull(j.occurred_at, 3, 'UTC'), {_ZERO_T})",
+    ),
     (
         "received_at",
-        "received_at = ifNull(parseDateTime64BestEffortOrNull(j.received_at, 3, 'UTC'), received_at)",
+        "received_at",
+        f"ifNull(parseDateTime64BestEffortOrNull(j.received_at, 3, 'UTC'), {_ZERO_T})",
     ),
-    ("project_id", "project_id = ifNull(j.project_id, '')"),
-    ("environment_id", "environment_id = ifNull(j.environment_id, '')"),
-    ("actor_type", "actor_type = j.actor.type"),
-    ("actor_id", "actor_id = ifNull(j.actor.id, '')"),
-    ("actor_name", "actor_name = ifNull(j.actor.name, '')"),
-    ("actor_email", "actor_email = ifNull(j.actor.email, '')"),
-    ("action", "action = j.action"),
-    ("event_type", "event_type = j.event_type"),
-    ("target_type", "target_type = j.target.type"),
-    ("target_id", "target_id = ifNull(j.target.id, '')"),
-    ("target_name", "target_name = ifNull(j.target.name, '')"),
-    ("source", "source = j.source"),
-    ("status", "status = ifNull(j.status, 0)"),
-    ("change", "change = ifNull(j.change, '')"),
-    ("client_ip", "client_ip = ifNull(j.client_ip, '')"),
-    ("request_method", "request_method = ifNull(j.request.method, '')"),
-    ("request_path", "request_path = ifNull(j.request.path, '')"),
-    ("user_agent", "user_agent = ifNull(j.request.user_agent, '')"),
-    ("producer", "producer = ifNull(j.producer, '')"),
+    ("project_id", "project_id", "ifNull(j.project_id, '')"),
+    ("environment_id", "environment_id", "ifNull(j.environment_id, '')"),
+    ("actor_type", "toString(actor_type)", "j.actor.type"),
+    ("actor_id", "actor_id", "ifNull(j.actor.id, '')"),
+    ("actor_name", "actor_name", "ifNull(j.actor.name, '')"),
+    ("actor_email", "actor_email", "ifNull(j.actor.email, '')"),
+    ("action", "toString(action)", "j.action"),
+    ("event_type", "toString(event_type)", "j.event_type"),
+    ("target_type", "toString(target_type)", "j.target.type"),
+    ("target_id", "target_id", "ifNull(j.target.id, '')"),
+    ("target_name", "target_name", "ifNull(j.target.name, '')"),
+    ("source", "toString(source)", "j.source"),
+    ("status", "toUInt16(status)", "toUInt16(ifNull(j.status, 0))"),
+    ("change", "change", "ifNull(j.change, '')"),
+    ("client_ip", "client_ip", "ifNull(j.client_ip, '')"),
+    ("request_method", "toString(request_method)", "ifNull(j.request.method, '')"),
+    ("request_path", "request_path", "ifNull(j.request.path, '')"),
+    ("user_agent", "user_agent", "ifNull(j.request.user_agent, '')"),
+    ("producer", "toString(producer)", "ifNull(j.producer, '')"),
 ]
-COLUMNS_CHECKED = [c for c, _ in _COLUMN_CHECKS]
+COLUMNS_CHECKED = [c for c, _, _ in _COLUMNS]
+WITH_J = f"WITH {_J} AS j"
+"""Put before a SELECT that uses :data:`COLUMNS_HASH_JSON` or :data:`COLUMNS_BAD` (one JSON parse per row)."""
+COLUMNS_HASH = "lower(hex(SHA256(toString(tuple(" + ", ".join(c for _, c, _ in _COLUMNS) + ")))))"
+"""Fingerprint of the flattened columns as stored (no JSON parse: what verification computes)."""
+COLUMNS_HASH_JSON = "lower(hex(SHA256(toString(tuple(" + ", ".join(x for _, _, x in _COLUMNS) + ")))))"
+"""The same fingerprint of the values the record's bytes hold (what sealing records)."""
 COLUMNS_BAD = (
     "arrayFilter(x -> x != '', ["
-    + ", ".join(f"if(ifNull({cond}, false), '', '{col}')" for col, cond in _COLUMN_CHECKS)
+    + ", ".join(f"if(ifNull({c} = {x}, false), '', '{n}')" for n, c, x in _COLUMNS)
     + "])"
 )
+"""Names of the columns that disagree with the record (for the few rows whose fingerprint differs)."""
 
 _LEVEL = (
     "arrayMap(i -> if(2 * i + 2 <= length(acc), SHA256(concat(char(1), acc[2 * i + 1], acc[2 * i + 2])), "
@@ -111,19 +127,22 @@ def seal_membership(client: Any, db: str, lo: datetime | None, hi: datetime, win
     """Record which window every event stored in ``[lo, hi)`` belongs to (ids already sealed excluded).
 
     One INSERT ... SELECT: an event's window is the one holding its first stored copy (``min(inserted_at)``
-    among copies in the range), its leaf the re-derived hash of that copy. Returns the rows added.
+    among copies in the range), its leaf the re-derived hash of that copy, its columns' fingerprint the
+    one its bytes give (one JSON parse per event, here and never again). Returns the rows added.
     """
     lo = lo or EPOCH
     rng = f"inserted_at >= {{lo:{T}}} AND inserted_at < {{hi:{T}}}"
     before = _count_sealed(client, db)
     client.command(
         f"""
-INSERT INTO {db}.sealed_events (org_id, window_start, event_id, occurred_at, content_hash)
+INSERT INTO {db}.sealed_events (org_id, window_start, event_id, occurred_at, content_hash, columns_hash)
+{WITH_J}
 SELECT org_id,
        greatest(toStartOfInterval(min(inserted_at), toIntervalSecond({{w:UInt32}}), 'UTC'), {{lo:{T}}}),
        event_id,
        argMin(occurred_at, inserted_at),
-       argMin({REHASH}, inserted_at)
+       argMin({REHASH}, inserted_at),
+       argMin({COLUMNS_HASH_JSON}, inserted_at)
 FROM {db}.events
 WHERE {rng}
   AND (org_id, event_id) NOT IN (
@@ -238,7 +257,7 @@ class EventProblem:
     copies: int
     stored_hashes: tuple[str, ...]
     first_stored: datetime | None
-    bad_columns: tuple[str, ...]
+    columns_changed: bool
     sealed_variants: int
 
 
@@ -252,12 +271,13 @@ def event_problems(
     sealed_end: datetime | None,
     limit: int = 100_000,
 ) -> Iterator[EventProblem]:
-    """Every event of ``org`` that is wrong, in one pass over events and sealed_events:
+    """Every event of ``org`` that is wrong, in one pass over events and sealed_events (no JSON parse):
 
     sealed in a window starting in [lo, hi) and (gone from events, or a stored copy whose bytes re-hash
-    to another value, or columns that disagree with its bytes, or sealed twice with different hashes);
-    or stored in [stored_from, sealed_end) without being sealed at all. Copies stored before
-    ``stored_from`` are not read (a sealed event's copies are never stored before its window).
+    to another value, or whose columns' fingerprint differs from the one its bytes gave at sealing, or
+    sealed twice with different hashes); or stored in [stored_from, sealed_end) without being sealed.
+    Copies stored before ``stored_from`` are not read (a sealed event's copies are never stored before
+    its window).
     """
     lo_ = lo or EPOCH
     hi_ = hi or datetime(2200, 1, 1, tzinfo=UTC)
@@ -273,20 +293,21 @@ SELECT org_id, event_id,
        countIf(src = 0) AS copies,
        arrayDistinct(groupArrayIf(h, src = 0)) AS stored_hashes,
        minIf(t, src = 0) AS first_stored,
-       arrayDistinct(arrayFlatten(groupArrayIf(bad, src = 0))) AS bad_columns,
+       anyIf(ch, src = 1) AS sealed_columns,
+       arrayDistinct(groupArrayIf(ch, src = 0)) AS stored_columns,
        uniqExactIf(h, src = 1) AS sealed_variants
 FROM (
     SELECT org_id, event_id, 1 AS src,
            toUInt8(window_start >= {{lo:{T}}} AND window_start < {{hi:{T}}}) AS rng,
-           toString(content_hash) AS h, window_start AS t, occurred_at AS occ, [] :: Array(String) AS bad
+           toString(content_hash) AS h, window_start AS t, occurred_at AS occ, toString(columns_hash) AS ch
     FROM {db}.sealed_events WHERE org_id = {{org:String}}
     UNION ALL
-    SELECT org_id, event_id, 0, 0, {REHASH}, inserted_at, occurred_at, {COLUMNS_BAD_J}
+    SELECT org_id, event_id, 0, 0, {REHASH}, inserted_at, occurred_at, {COLUMNS_HASH}
     FROM {db}.events WHERE org_id = {{org:String}} AND inserted_at >= {{from:{T}}}
 )
 GROUP BY org_id, event_id
 HAVING (in_range = 1 AND (copies = 0 OR arrayExists(x -> x != sealed_hash, stored_hashes)
-                          OR length(bad_columns) > 0 OR sealed_variants > 1))
+                          OR arrayExists(x -> x != sealed_columns, stored_columns) OR sealed_variants > 1))
     OR (sealed = 0 AND first_stored >= {{from:{T}}} AND first_stored < {{end:{T}}})
 LIMIT {{limit:UInt32}}
 SETTINGS max_bytes_before_external_group_by = 500000000
@@ -305,12 +326,25 @@ SETTINGS max_bytes_before_external_group_by = 500000000
                 copies=int(r[7]),
                 stored_hashes=tuple(str(x) for x in r[8]),
                 first_stored=_utc(r[9]) if r[7] else None,
-                bad_columns=tuple(str(x) for x in r[10]),
-                sealed_variants=int(r[11]),
+                columns_changed=any(str(x) != str(r[10]) for x in r[11]),
+                sealed_variants=int(r[12]),
             )
 
 
-COLUMNS_BAD_J = f"(arrayFilter(x -> x != '', tupleElement(tuple({_J} AS j, {COLUMNS_BAD}), 2)))"
+def changed_columns(client: Any, db: str, org: str, event_ids: list[str]) -> dict[str, list[str]]:
+    """{event_id: names of the columns that disagree with the stored record}, for a few events."""
+    if not event_ids:
+        return {}
+    rows = client.query(
+        f"{WITH_J} SELECT toString(event_id), {COLUMNS_BAD} FROM {db}.events "  # noqa: S608
+        "WHERE org_id = {org:String} AND event_id IN {ids:Array(UUID)}",
+        parameters={"org": org, "ids": event_ids},
+    ).result_rows
+    out: dict[str, list[str]] = {}
+    for e, bad in rows:
+        out.setdefault(str(e), [])
+        out[str(e)] += [str(x) for x in bad if str(x) not in out[str(e)]]
+    return out
 
 
 def pending(

@@ -250,6 +250,7 @@ def verify(
                         )
                     )
         deleted: dict[str, store.EventProblem] = {}
+        columns: list[tuple[str, dict[str, str]]] = []
         for p in store.event_problems(client, db, o, lo, hi, since, sealed_end):
             if len(rep.findings) >= MAX_FINDINGS:
                 rep.truncated = True
@@ -286,13 +287,17 @@ def verify(
                         **where,
                     )
                 )
-            elif p.bad_columns:
+            elif p.columns_changed:
+                columns.append((p.event_id, where))
+        if columns:
+            names = store.changed_columns(client, db, o, [e for e, _ in columns])
+            for eid, where in columns:
                 rep.add(
                     Finding(
                         ALTERED,
                         o,
-                        "columns disagree with the stored record: " + ", ".join(p.bad_columns),
-                        event_id=p.event_id,
+                        "columns differ from the sealed record: " + (", ".join(names.get(eid, [])) or "?"),
+                        event_id=eid,
                         source="clickhouse",
                         **where,
                     )
