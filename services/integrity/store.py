@@ -35,7 +35,8 @@ _J = (
 )
 
 # (column, its value, the same value read from event_json `j`): both sides of one type, so a column's
-# fingerprint (COLUMNS_HASH) is the same from the columns and from the record when they agree.
+# fingerprint (COLUMNS_HASH: SHA-256 of the values in RowBinary, i.e. length-prefixed strings and fixed-size
+# numbers, unambiguous) is the same from the columns and from the record when they agree.
 _ZERO_T = "toDateTime64(0, 3, 'UTC')"
 _COLUMNS = [
     ("event_id", "toString(event_id)", "j.event_id"),
@@ -73,9 +74,13 @@ _COLUMNS = [
 COLUMNS_CHECKED = [c for c, _, _ in _COLUMNS]
 WITH_J = f"WITH {_J} AS j"
 """Put before a SELECT that uses :data:`COLUMNS_HASH_JSON` or :data:`COLUMNS_BAD` (one JSON parse per row)."""
-COLUMNS_HASH = "lower(hex(SHA256(toString(tuple(" + ", ".join(c for _, c, _ in _COLUMNS) + ")))))"
+COLUMNS_HASH = (
+    "lower(hex(SHA256(formatRowNoNewline('RowBinary', " + ", ".join(c for _, c, _ in _COLUMNS) + "))))"
+)
 """Fingerprint of the flattened columns as stored (no JSON parse: what verification computes)."""
-COLUMNS_HASH_JSON = "lower(hex(SHA256(toString(tuple(" + ", ".join(x for _, _, x in _COLUMNS) + ")))))"
+COLUMNS_HASH_JSON = (
+    "lower(hex(SHA256(formatRowNoNewline('RowBinary', " + ", ".join(x for _, _, x in _COLUMNS) + "))))"
+)
 """The same fingerprint of the values the record's bytes hold (what sealing records)."""
 COLUMNS_BAD = (
     "arrayFilter(x -> x != '', ["
