@@ -79,13 +79,13 @@ class Report:
         return out
 
     def summary(self) -> str:
-        scope = f"{self.orgs} org(s), {self.windows} window(s), {self.events:,} event(s)" + (
-            f", {self.pending:,} pending seal" if self.pending else ""
-        )
+        """One line: the verdict, what was checked, and what is not sealed yet."""
+        scope = f"{self.orgs} org(s), {self.windows} window(s), {self.events:,} event(s)"
+        pending = f"; {self.pending:,} newer event(s) pending seal" if self.pending else ""
         if self.ok:
-            return f"integrity OK: {scope} verified"
+            return f"integrity OK: {scope} verified{pending}"
         bad = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(self.counts().items()))
-        return f"integrity FAILED: {bad} ({scope} checked)"
+        return f"integrity FAILED: {bad} ({scope} checked){pending}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
