@@ -11,6 +11,14 @@ See docs/ingest.md (client, middleware) and docs/wire-format.md (producers in ot
 from __future__ import annotations
 
 from auditpipe.client import AsyncAuditClient, AuditClient, BufferFull, DeliveryError
-from auditpipe.middleware import AuditMiddleware
+from auditpipe.middleware import AuditMiddleware, audit_action, audit_context
 
-__all__ = ["AsyncAuditClient", "AuditClient", "AuditMiddleware", "BufferFull", "DeliveryError"]
+__all__ = [
+    "AsyncAuditClient",
+    "AuditClient",
+    "AuditMiddleware",
+    "BufferFull",
+    "DeliveryError",
+    "audit_action",
+    "audit_context",
+]

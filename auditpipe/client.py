@@ -6,8 +6,10 @@ Two modes:
 - ``"kafka"``: batches go straight to ``audit.raw.v1`` with an aiokafka producer (acks=all, idempotent), in
   the wire format of docs/wire-format.md.
 
-Events are validated against the raw contract in :meth:`emit` (a bad event raises there, at the caller),
-given an ``event_id`` (so every retry is idempotent downstream) and put in a bounded buffer. Overflow is
+Events are validated against the raw contract in :meth:`emit` (a bad event raises ``ValueError`` there, at
+the caller, naming the field — including what a schema cannot say: nesting deeper than ``max_depth``, an
+event larger than ``max_event_bytes``, numbers outside the contract's range), given an ``event_id`` (so
+every retry is idempotent downstream), encoded once, and put in a bounded buffer. Overflow is
 explicit: ``"block"`` waits for room, ``"raise"`` raises :class:`BufferFull`; nothing is dropped. A
 background task batches by size (``batch_size``) or time (``flush_interval_s``) and retries with
 exponential backoff (honouring ``Retry-After``) until delivered. ``close()`` flushes and raises
@@ -21,7 +23,6 @@ import asyncio
 import atexit
 import contextlib
 import logging
-import random
 import threading
 import uuid
 import weakref
@@ -31,7 +32,15 @@ from typing import Any, Literal
 
 import httpx
 
-from auditpipe.wire import DURABLE_PRODUCER_CONFIG, encode, encode_value
+from auditpipe.backoff import Backoff
+from auditpipe.wire import (
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_EVENT_BYTES,
+    DURABLE_PRODUCER_CONFIG,
+    encode_value,
+    envelopes,
+    free_form_problem,
+)
 from schemas.events_v1 import RawEvent
 from schemas.topics import RAW
 
@@ -64,6 +73,10 @@ class SendResult:
     accepted: set[str]
     retry_after_s: float | None = None
     error: str | None = None
+    refused: dict[int, str] = field(default_factory=dict)  # index in the batch -> why (nothing was sent)
+
+
+Item = tuple[RawEvent, bytes]  # an event and its encoded value
 
 
 # --------------------------------------------------------------------------------- transports
@@ -85,9 +98,9 @@ class HttpTransport:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.timeout_s)
 
-    async def send(self, events: Sequence[RawEvent]) -> SendResult:
+    async def send(self, items: Sequence[Item]) -> SendResult:
         assert self._client is not None
-        body = b"[" + b",".join(encode_value(e) for e in events) + b"]"
+        body = b"[" + b",".join(v for _, v in items) + b"]"
         try:
             r = await self._client.post(
                 self.url,
@@ -97,8 +110,12 @@ class HttpTransport:
         except httpx.HTTPError as e:
             return SendResult(set(), None, f"{type(e).__name__}: {e}")
         if r.status_code == 202:
-            return SendResult({str(e.event_id) for e in events})
+            return SendResult({str(e.event_id) for e, _ in items})
         retry_after = _retry_after(r.headers.get("retry-after"))
+        if r.status_code == 422:
+            refused = _refused_items(r, len(items))
+            if refused:  # the batch was refused whole: resend the others, report these
+                return SendResult(set(), None, f"HTTP 422: {len(refused)} events refused", refused)
         if r.status_code in self.RETRY_STATUS:
             accepted: set[str] = set()
             with contextlib.suppress(Exception):
@@ -137,24 +154,26 @@ class KafkaTransport:
             raise
         self._producer = p
 
-    async def send(self, events: Sequence[RawEvent]) -> SendResult:
+    async def send(self, items: Sequence[Item]) -> SendResult:
+        """One envelope per org (docs/wire-format.md): an event is delivered when its record is acked."""
         try:
             await self.start()
         except Exception as e:  # noqa: BLE001 - broker unreachable: retry later
             return SendResult(set(), None, f"kafka start: {type(e).__name__}: {e}")
+        records = envelopes(items)
         futs = []
         error = None
         try:
-            for ev in events:
-                key, value, hdrs = encode(ev)
+            for (key, value, hdrs), _ in records:
                 futs.append(await self._producer.send(self.topic, value=value, key=key, headers=hdrs))
         except Exception as e:  # noqa: BLE001
             error = f"kafka send: {type(e).__name__}: {e}"
         results = await asyncio.gather(*futs, return_exceptions=True)
         accepted = {
-            str(ev.event_id)
-            for ev, r in zip(events, results, strict=False)
+            str(items[i][0].event_id)
+            for (_, indexes), r in zip(records, results, strict=False)
             if not isinstance(r, BaseException)
+            for i in indexes
         }
         bad = [r for r in results if isinstance(r, BaseException)]
         if bad and error is None:
@@ -166,6 +185,18 @@ class KafkaTransport:
             with contextlib.suppress(Exception):
                 await self._producer.stop()
         self._producer = None
+
+
+def _refused_items(r: httpx.Response, n: int) -> dict[int, str]:
+    """{index: reason} of a 422 that names the refused items of a batch (empty when it names none)."""
+    out: dict[int, str] = {}
+    with contextlib.suppress(Exception):
+        for err in r.json().get("errors", []):
+            i = err.get("index")
+            if isinstance(i, int) and 0 <= i < n:
+                msg = f"{err.get('field', '')}: {err.get('message', '')}".strip(": ")
+                out[i] = f"{out[i]}; {msg}" if i in out else msg
+    return out
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -212,6 +243,8 @@ class AsyncAuditClient:
         backoff_max_s: float = 10.0,
         request_timeout_s: float = 30.0,
         kafka_options: Mapping[str, Any] | None = None,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         on_rejected: Callable[[list[RawEvent], str], None] | None = None,
         http_client: httpx.AsyncClient | None = None,
         flush_at_exit: bool = True,
@@ -238,11 +271,13 @@ class AsyncAuditClient:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.on_rejected = on_rejected
+        self.max_depth = max_depth
+        self.max_event_bytes = max_event_bytes
         self.exit_timeout_s = exit_timeout_s
         self._http_client = http_client
-        self._queue: asyncio.Queue[RawEvent] | None = None
+        self._queue: asyncio.Queue[Item] | None = None
         self._flush_now: asyncio.Event = asyncio.Event()
-        self._inflight: list[RawEvent] = []
+        self._inflight: list[Item] = []
         self._sender: asyncio.Task[None] | None = None
         self._transport: HttpTransport | KafkaTransport | None = None
         self._closed = False
@@ -256,28 +291,44 @@ class AsyncAuditClient:
     # ----------------------------------------------------------------------------- public API
     def prepare(self, event: EventLike) -> RawEvent:
         """Validate against the raw contract and assign ``event_id`` / ``producer`` when absent."""
+        return self._prepare(event)[0]
+
+    def _prepare(self, event: EventLike) -> Item:
+        """The event, validated and completed, and its encoded value; ``ValueError`` naming the field."""
         if not isinstance(event, RawEvent):
             d = dict(event)
             if d.get("event_id") is None:
                 d["event_id"] = uuid.uuid4()
             if d.get("producer") is None:
                 d["producer"] = self._opts.producer
-            return RawEvent.model_validate(d)
-        ev = event
-        update: dict[str, Any] = {}
-        if ev.event_id is None:
-            update["event_id"] = uuid.uuid4()
-        if ev.producer is None:
-            update["producer"] = self._opts.producer
-        return ev.model_copy(update=update) if update else ev
+            ev = RawEvent.model_validate(d)
+        else:
+            ev = event
+            update: dict[str, Any] = {}
+            if ev.event_id is None:
+                update["event_id"] = uuid.uuid4()
+            if ev.producer is None:
+                update["producer"] = self._opts.producer
+            ev = ev.model_copy(update=update) if update else ev
+        problem = free_form_problem(ev, self.max_depth)
+        if problem is not None:
+            raise ValueError(f"{problem[0]}: {problem[1]}")
+        value = encode_value(ev)
+        if len(value) > self.max_event_bytes:
+            raise ValueError(f"event is {len(value)} bytes as sent, more than {self.max_event_bytes}")
+        return ev, value
 
     async def emit(self, event: EventLike) -> str:
         """Buffer one event; returns its event_id. Raises on an invalid event or BufferFull (raise)."""
-        ev = self.prepare(event)
-        await self.emit_prepared(ev)
-        return str(ev.event_id)
+        item = self._prepare(event)
+        await self._put(item)
+        return str(item[0].event_id)
 
     async def emit_prepared(self, ev: RawEvent) -> None:
+        """Buffer an event returned by :meth:`prepare` (checked and encoded here, not validated again)."""
+        await self._put(self._prepare(ev))
+
+    async def _put(self, ev: Item) -> None:
         if self._closed:
             raise RuntimeError("client is closed")
         q = self._ensure_started()
@@ -330,7 +381,7 @@ class AsyncAuditClient:
 
     # ----------------------------------------------------------------------------- internals
     def _raise_if_lost(self) -> None:
-        left = list(self._inflight) + self._drain_queue()
+        left = [e for e, _ in self._inflight] + [e for e, _ in self._drain_queue()]
         self._inflight = []
         undelivered = self.failed + left
         if undelivered or self.rejected:
@@ -340,8 +391,8 @@ class AsyncAuditClient:
                 list(self.rejected),
             )
 
-    def _drain_queue(self) -> list[RawEvent]:
-        out: list[RawEvent] = []
+    def _drain_queue(self) -> list[Item]:
+        out: list[Item] = []
         if self._queue is not None:
             while not self._queue.empty():
                 out.append(self._queue.get_nowait())
@@ -356,7 +407,7 @@ class AsyncAuditClient:
         assert o.bootstrap_servers
         return KafkaTransport(o.bootstrap_servers, o.topic, o.kafka_options)
 
-    def _ensure_started(self) -> asyncio.Queue[RawEvent]:
+    def _ensure_started(self) -> asyncio.Queue[Item]:
         if self._queue is None:
             self._queue = asyncio.Queue(maxsize=self.max_buffer)
             self._flush_now = asyncio.Event()
@@ -393,7 +444,7 @@ class AsyncAuditClient:
             for _ in batch:
                 q.task_done()
 
-    async def _next_or_flush(self, q: asyncio.Queue[RawEvent], timeout_s: float) -> RawEvent | None:
+    async def _next_or_flush(self, q: asyncio.Queue[Item], timeout_s: float) -> Item | None:
         """The next event, or None when ``timeout_s`` passed or a flush was requested."""
         getter = asyncio.ensure_future(q.get())
         flusher = asyncio.ensure_future(self._flush_now.wait())
@@ -410,18 +461,28 @@ class AsyncAuditClient:
                 raise
             return None
 
-    async def _deliver(self, transport: HttpTransport | KafkaTransport, batch: list[RawEvent]) -> None:
+    async def _deliver(self, transport: HttpTransport | KafkaTransport, batch: list[Item]) -> None:
         pending = batch
         attempt = 0
+        backoff = Backoff(
+            initial_s=self.backoff_initial_s, cap_s=self.backoff_max_s, max_retry_after_s=self.backoff_max_s
+        )
         while pending:
             try:
                 res = await transport.send(pending)
             except PermanentError as e:
-                self._reject(pending, str(e))
+                self._reject([ev for ev, _ in pending], str(e))
                 return
-            done = [e for e in pending if str(e.event_id) in res.accepted]
+            if res.refused:
+                # one bad event must not cost the others: report the refused ones, send the rest now
+                for i, reason in sorted(res.refused.items()):
+                    self._reject([pending[i][0]], reason)
+                pending = [it for i, it in enumerate(pending) if i not in res.refused]
+                self._inflight = pending
+                continue
+            done = [it for it in pending if str(it[0].event_id) in res.accepted]
             self.delivered += len(done)
-            pending = [e for e in pending if str(e.event_id) not in res.accepted]
+            pending = [it for it in pending if str(it[0].event_id) not in res.accepted]
             self._inflight = pending
             if not pending:
                 return
@@ -429,17 +490,20 @@ class AsyncAuditClient:
             self.retries += 1
             if self.max_retries is not None and attempt > self.max_retries:
                 logger.error("audit events undelivered after %d retries: %s", self.max_retries, res.error)
-                self.failed.extend(pending)
+                self.failed.extend(ev for ev, _ in pending)
                 return
-            delay = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (attempt - 1))
-            delay = delay * (0.5 + random.random() / 2)
-            if res.retry_after_s is not None:
-                delay = max(delay, min(res.retry_after_s, self.backoff_max_s))
+            delay = backoff.next_delay(res.retry_after_s)
             logger.warning("audit delivery retry %d in %.2fs: %s", attempt, delay, res.error)
             await asyncio.sleep(delay)
 
     def _reject(self, events: list[RawEvent], reason: str) -> None:
-        logger.error("audit events refused by the destination (%d): %s", len(events), reason)
+        # ids only: an event may carry what its producer did not mean to log
+        logger.error(
+            "audit events refused by the destination (%d, first %s): %s",
+            len(events),
+            events[0].event_id if events else "-",
+            reason[:500],
+        )
         self.rejected.extend((e, reason) for e in events)
         if self.on_rejected is not None:
             try:
@@ -452,7 +516,7 @@ class AsyncAuditClient:
         if self._closed:
             return
         self._closed = True
-        left = list(self._inflight) + self._drain_queue()
+        left: list[Item] = list(self._inflight) + self._drain_queue()
         if not left:
             return
 
@@ -472,7 +536,7 @@ class AsyncAuditClient:
         try:
             asyncio.run(asyncio.wait_for(go(), self.exit_timeout_s))
         except Exception as e:  # noqa: BLE001 - report, never raise at exit
-            logger.error("audit events undelivered at exit (%d): %r", len(left), e)
+            logger.error("audit events undelivered at exit (%d): %s", len(left), type(e).__name__)
 
 
 _LIVE: weakref.WeakSet[AsyncAuditClient] = weakref.WeakSet()
@@ -523,9 +587,9 @@ class AuditClient:
 
     def emit(self, event: EventLike) -> str:
         """Validate and buffer one event (validation errors raise here); returns its event_id."""
-        ev = self._async.prepare(event)
-        self._call(self._async.emit_prepared(ev))
-        return str(ev.event_id)
+        item = self._async._prepare(event)
+        self._call(self._async._put(item))
+        return str(item[0].event_id)
 
     def flush(self, timeout_s: float | None = None) -> None:
         self._call(self._async.flush(timeout_s))

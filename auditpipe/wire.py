@@ -1,17 +1,29 @@
 """The wire format of ``audit.raw.v1`` (see docs/wire-format.md), written once for the ingest and the client.
 
-key     = ``org_id`` as UTF-8 bytes (all events of an org land on one partition, in order)
-value   = UTF-8 JSON of one RawEvent: ``model_dump(mode="json", exclude_none=True)``
+A record holds one event or an *envelope* of events (schemas/events_v1.py ``RawRecord``):
+
+key     = the first event's ``event_id`` (UTF-8): one org's traffic spreads over every partition; the
+          enricher does not read the key (other producers may key by ``org_id``)
+value   = UTF-8 JSON: one RawEvent (``model_dump_json(exclude_none=True)``) when a batch holds one event
+          of an org, else a JSON array of them — one envelope per org and at most
+          :data:`ENVELOPE_MAX_BYTES`, so the per-record cost of Kafka and faust is paid per envelope
 headers = content-type: application/json, schema-version: 1, producer: <name>
+
+Also the checks every producer makes before an event leaves (validate once, at the edge): nesting depth
+and the contract's integer range in the free-form parts (:func:`free_form_problem`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from schemas.events_v1 import SCHEMA_VERSION, RawEvent
+from schemas.events_v1 import SCHEMA_VERSION, RawEvent, is_unsafe_number
 
 CONTENT_TYPE = b"application/json"
+ENVELOPE_MAX_BYTES = 1024 * 1024
+DEFAULT_MAX_DEPTH = 32
+DEFAULT_MAX_EVENT_BYTES = 256 * 1024
 
 # How every auditpipe producer talks to Kafka (ingest, services, the client in Kafka mode): durable
 # (acks=all, idempotent), compressed, batched. Written once; callers add bootstrap servers and overrides.
@@ -25,14 +37,12 @@ DURABLE_PRODUCER_CONFIG: dict[str, Any] = {
     "request_timeout_ms": 30_000,
 }
 
+Message = tuple[bytes, bytes, list[tuple[str, bytes]]]
+
 
 def encode_value(event: RawEvent) -> bytes:
-    """The message value: compact UTF-8 JSON without null fields (pydantic JSON mode, in Rust)."""
+    """One event's JSON: compact UTF-8 without null fields (pydantic JSON mode, in Rust)."""
     return event.model_dump_json(exclude_none=True).encode()
-
-
-def encode_key(event: RawEvent) -> bytes:
-    return event.org_id.encode("utf-8")
 
 
 def headers(producer: str | None) -> list[tuple[str, bytes]]:
@@ -42,12 +52,88 @@ def headers(producer: str | None) -> list[tuple[str, bytes]]:
     return out
 
 
-def encode(event: RawEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    """(key, value, headers) of one event."""
-    return encode_key(event), encode_value(event), headers(event.producer)
+def encode(event: RawEvent) -> Message:
+    """(key, value, headers) of a record holding one event."""
+    return str(event.event_id or event.org_id).encode(), encode_value(event), headers(event.producer)
+
+
+def envelopes(
+    items: Iterable[tuple[RawEvent, bytes]], max_bytes: int = ENVELOPE_MAX_BYTES
+) -> list[tuple[Message, list[int]]]:
+    """Records for a batch of (event, its encoded value), one or more per org, each at most ``max_bytes``
+    (an event larger than that travels alone); with the indexes of the events each record holds, so a
+    caller can tell which events a failed record held. Order within an org is kept."""
+    by_org: dict[str, list[tuple[int, RawEvent, bytes]]] = {}
+    for i, (ev, value) in enumerate(items):
+        by_org.setdefault(ev.org_id, []).append((i, ev, value))
+    out: list[tuple[Message, list[int]]] = []
+    for group in by_org.values():
+        chunk: list[tuple[int, RawEvent, bytes]] = []
+        size = 2
+        for entry in group:
+            n = len(entry[2]) + 1
+            if chunk and size + n > max_bytes:
+                out.append(_record(chunk))
+                chunk, size = [], 2
+            chunk.append(entry)
+            size += n
+        if chunk:
+            out.append(_record(chunk))
+    return out
+
+
+def _record(chunk: Sequence[tuple[int, RawEvent, bytes]]) -> tuple[Message, list[int]]:
+    first = chunk[0][1]
+    key = str(first.event_id or first.org_id).encode()
+    if len(chunk) == 1:
+        value = chunk[0][2]
+    else:
+        value = b"[" + b",".join(v for _, _, v in chunk) + b"]"
+    return (key, value, headers(first.producer)), [i for i, _, _ in chunk]
 
 
 def decode_value(value: bytes | str | dict[str, Any]) -> RawEvent:
     if isinstance(value, dict):
         return RawEvent.model_validate(value)
     return RawEvent.model_validate_json(value)
+
+
+def _walk(value: Any, depth: int, max_depth: int, path: str) -> tuple[str, str] | None:
+    stack: list[tuple[Any, int, str]] = [(value, depth, path)]
+    while stack:
+        v, d, p = stack.pop()
+        t = type(v)
+        if t is dict:
+            if d > max_depth:
+                return p, f"nested deeper than {max_depth} levels"
+            stack.extend((x, d + 1, f"{p}.{k}") for k, x in v.items())
+        elif t is list:
+            if d > max_depth:
+                return p, f"nested deeper than {max_depth} levels"
+            stack.extend((x, d + 1, f"{p}.{i}") for i, x in enumerate(v))
+        elif (t is int or t is float) and is_unsafe_number(v):
+            return p, "number without fraction outside ±(2**53-1), which RFC 8785 cannot represent exactly"
+    return None
+
+
+def free_form_problem(event: RawEvent, max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[str, str] | None:
+    """(dotted field path, message) of the first free-form value nested deeper than ``max_depth`` (the
+    event itself is level 1) or holding an integer outside the contract's range; None when fine."""
+    req = event.request
+    if req is not None:
+        for name, v in (("query", req.query), ("payload", req.payload)):
+            if v is not None:
+                got = _walk(v, 3, max_depth, f"request.{name}")
+                if got:
+                    return got
+    if event.snapshot is not None:
+        got = _walk(event.snapshot, 2, max_depth, "snapshot")
+        if got:
+            return got
+    for i, ch in enumerate(event.changes):
+        for name, v in (("before", ch.before), ("after", ch.after)):
+            if v is not None:
+                got = _walk(v, 4, max_depth, f"changes.{i}.{name}")
+                if got:
+                    return got
+    return None

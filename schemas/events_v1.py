@@ -16,13 +16,29 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 SCHEMA_VERSION = 1
 
-# Free-form JSON values (payload, snapshot, before/after) are bounded in depth by the ingest; the
-# contract only says "any JSON".
-JSONValue = Any
+# An event's JSON is at most this many bytes (the ingest's ``max_event_bytes`` cannot be set higher).
+# Scrubbing can grow an event (a short secret becomes an 86-character indicator; at worst about 11x for a
+# payload of tiny sensitive keys), and the enriched topic accepts records up to 8 MiB: this bound keeps
+# every valid event storable.
+MAX_EVENT_BYTES = 512 * 1024
+# Numbers without a fraction (integers, and floats such as 3e20) anywhere in an event, including
+# free-form JSON (payload, query, snapshot, changes), must lie within ±(2**53 - 1): RFC 8785, which defines
+# content_hash, represents numbers as IEEE doubles, exact only there, and JSON Schema calls every such
+# number an integer. Producers check it with :func:`unsafe_integer_path` (the ingest, the client and the
+# enricher do) and the middleware, which records end users' requests, keeps such numbers as decimal
+# strings (:func:`coerce_unsafe_integers`).
+SAFE_INTEGER = 2**53 - 1
+
+# Free-form JSON values (payload, query, snapshot, before/after): any JSON whose integers lie within
+# ±(2**53 - 1) (SAFE_INTEGER, below), nested at most as deep as the ingest allows. Validated as Any (fast,
+# in Rust) plus one walk (``unsafe_integer_path``); the JSON Schema says the same with a recursive
+# definition, which :func:`with_json_values` puts where pydantic leaves a marker.
+JSON_VALUE_MARK = "x-auditpipe-json-value"
+JSONValue = Annotated[Any, WithJsonSchema({JSON_VALUE_MARK: True})]
 
 ShortStr = Annotated[str, Field(max_length=1024)]
 IdStr = Annotated[str, Field(min_length=1, max_length=256)]
@@ -129,7 +145,10 @@ class RawEvent(_Strict):
             return v
         if v.tzinfo is None:
             return v.replace(tzinfo=UTC)
-        return v.astimezone(UTC)
+        try:
+            return v.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past year 9999 in UTC
+            raise ValueError("time is out of range once converted to UTC") from None
 
 
 class EnrichedActor(Actor):
@@ -188,6 +207,88 @@ class DeadLetter(BaseModel):
     failed_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
+def json_value_schema(ref: str) -> dict[str, Any]:
+    """The JSON Schema of a free-form value, recursive through ``ref`` (where this schema is stored).
+
+    JSON Schema counts a number without fraction as an integer whatever its spelling (``3e20`` too),
+    and so does the contract (:func:`is_unsafe_number`).
+    """
+    return {
+        "description": "Any JSON value; numbers without fraction within ±(2**53-1)",
+        "anyOf": [
+            {"type": "null"},
+            {"type": "boolean"},
+            {"type": "string"},
+            {"type": "integer", "minimum": -SAFE_INTEGER, "maximum": SAFE_INTEGER},
+            {"type": "number", "not": {"type": "integer"}},
+            {"type": "array", "items": {"$ref": ref}},
+            {"type": "object", "additionalProperties": {"$ref": ref}},
+        ],
+    }
+
+
+def with_json_values(schema: dict[str, Any], ref: str, defs: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` (from pydantic) with every free-form marker replaced by ``{"$ref": ref}``, and the
+    recursive definition added to ``defs`` under the last segment of ``ref``."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if node.get(JSON_VALUE_MARK) is True:
+                return {**{k: v for k, v in node.items() if k != JSON_VALUE_MARK}, "$ref": ref}
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    out = walk(schema)
+    defs[ref.rsplit("/", 1)[-1]] = json_value_schema(ref)
+    return out
+
+
+def is_unsafe_number(v: Any) -> bool:
+    """An integer, or a float without fraction, outside ±(2**53 - 1) (booleans are not numbers here)."""
+    t = type(v)
+    if t is int:
+        return not -SAFE_INTEGER <= v <= SAFE_INTEGER
+    if t is float:
+        return v.is_integer() and not -SAFE_INTEGER <= v <= SAFE_INTEGER
+    return False
+
+
+def unsafe_integer_path(value: Any, path: str = "") -> str | None:
+    """Dotted path of the first number without fraction outside ±(2**53 - 1) in ``value``, or None."""
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        v, p = stack.pop()
+        t = type(v)
+        if t is int or t is float:
+            if is_unsafe_number(v):
+                return p
+        elif t is dict:
+            stack.extend((x, f"{p}.{k}" if p else str(k)) for k, x in v.items())
+        elif t is list:
+            stack.extend((x, f"{p}.{i}" if p else str(i)) for i, x in enumerate(v))
+    return None
+
+
+def coerce_unsafe_integers(value: Any) -> Any:
+    """``value`` (JSON data) with every number outside the contract's range replaced by its decimal text."""
+    t = type(value)
+    if t is int or t is float:
+        return str(value) if is_unsafe_number(value) else value
+    if t is dict:
+        return {k: coerce_unsafe_integers(v) for k, v in value.items()}
+    if t is list:
+        return [coerce_unsafe_integers(v) for v in value]
+    return value
+
+
+# A record of audit.raw.v1 holds one event (a JSON object) or an envelope: a JSON array of 1..N events
+# that a producer sent together (the ingest writes one per request and org, the client one per flush
+# and org). Each event of an envelope is validated, enriched, dead-lettered or suppressed on its own.
+RawRecord = RawEvent | Annotated[list[RawEvent], Field(min_length=1)]
+
+
 def parse_raw(data: bytes | str | dict[str, Any]) -> RawEvent:
     if isinstance(data, dict):
         return RawEvent.model_validate(data)
@@ -216,3 +317,20 @@ class OrgSwitch(BaseModel):
     audit_enabled: bool
     changed_by: str = Field(description="Principal that made the change")
     changed_at: datetime
+
+
+class EnricherSwitchState(BaseModel):
+    """The enricher's record of an org's audit switch as set in its settings (topic
+    ``audit.enricher.state.v1``, compacted, key = org_id; written and read only by the enricher).
+
+    A change is recorded with ``emitted: false`` before its ``organization:audit_config_update`` event is
+    published and again with ``emitted: true`` after, so a crash in between re-emits the same event.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    audit_enabled: bool
+    before: bool | None = None
+    changed_at: datetime | None = None
+    event_id: uuid.UUID | None = None
+    emitted: bool | None = None

@@ -1,7 +1,8 @@
 """The ``auditpipe`` command.
 
 Core commands live here (config, stack, migrate); each service adds its own from
-``services/<service>/cli.py`` (a ``register(subparsers)`` function), so this file never grows with them.
+``services/<service>/cli.py``, and the tools people run by hand (``token``, ``events``) from
+``services/tools/`` (each a ``register(subparsers)`` function), so this file never grows with them.
 Errors end with one line on stderr and exit code 2 (bad input/settings) or 1 (a failure), never a traceback.
 """
 
@@ -17,8 +18,13 @@ from services.common.errors import CliError
 from services.common.settings import SettingsError, get_settings, masked_dump
 
 SERVICE_CLIS = ("ingest", "enricher", "sink", "siem_forwarder", "query_api", "supervisor", "demo")
-# Commands of packages that are not services (``register(subparsers)`` in their cli.py, same contract).
-PACKAGE_CLIS = ("archive", "integrity")
+CLI_MODULES = (
+    *(f"services.{name}.cli" for name in SERVICE_CLIS),
+    "services.tools.token_cli",
+    "services.tools.events_cli",
+    "services.archive.cli",
+    "services.integrity.cli",
+)
 
 
 def _config_show(args: argparse.Namespace) -> int:
@@ -98,11 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("migrate", help="apply pending ClickHouse migrations")
     m.set_defaults(func=_migrate)
 
-    for name in (*SERVICE_CLIS, *PACKAGE_CLIS):
+    for module in CLI_MODULES:
         try:
-            mod = importlib.import_module(f"services.{name}.cli")
+            mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name in (f"services.{name}.cli", f"services.{name}"):
+            if e.name in (module, module.rpartition(".")[0]):
                 continue
             raise
         register: Callable[[argparse._SubParsersAction], None] = mod.register

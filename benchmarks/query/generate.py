@@ -14,7 +14,6 @@ de-duplicate. Re-running skips when the database already holds the rows.
 from __future__ import annotations
 
 import random
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -23,6 +22,7 @@ import orjson
 from schemas.events_v1 import EnrichedEvent
 from services.common.clickhouse import make_client
 from services.common.migrations import migrate
+from services.common.progress import bar
 from services.common.settings import Settings
 from services.sink.rows import COLUMNS, row_from_event
 
@@ -205,8 +205,17 @@ SETTINGS max_insert_threads = 2, max_threads = 2
 """
 
 
-def generate(settings: Settings, db: str, total: int = 10_000_000, chunk: int = 1_000_000) -> bool:
-    """Fill ``db`` (created and migrated if needed). Returns False when it was already filled."""
+def generate(
+    settings: Settings,
+    db: str,
+    total: int = 10_000_000,
+    chunk: int = 1_000_000,
+    progress: bool | None = None,
+) -> bool:
+    """Fill ``db`` (created and migrated if needed). Returns False when it was already filled.
+
+    A progress bar (rows written, rate, time left) goes to stderr when it is a terminal, or as
+    ``progress`` says; the generation takes minutes on a small machine."""
     client = make_client(settings, send_receive_timeout=1800)
     client.command(f"CREATE DATABASE IF NOT EXISTS {db}")
     migrate(client, db)
@@ -223,15 +232,17 @@ def generate(settings: Settings, db: str, total: int = 10_000_000, chunk: int = 
     )
     client.insert(f"{db}.bench_seed", _seed_rows(N_TEMPLATES), column_names=[*COLUMNS, "tpl"])
     horizon_ms = DAYS * 86_400_000
-    t0 = time.monotonic()
-    for start in range(0, total, chunk):
-        client.command(_insert_select(db, start, min(chunk, total - start), horizon_ms))
-        print(f"  generated {start + chunk:>10,} rows  ({time.monotonic() - t0:.0f} s)", flush=True)
-    # at-least-once redelivery: 0.1% of events arrive twice (same event_id and sort key)
-    client.command(
-        f"INSERT INTO {db}.events ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM {db}.events "
-        f"WHERE cityHash64(event_id) % 1000 = 0"
-    )
+    with bar(total, desc=f"generating {db}", unit="ev", force=progress) as pb:
+        for start in range(0, total, chunk):
+            n = min(chunk, total - start)
+            client.command(_insert_select(db, start, n, horizon_ms))
+            pb.update(n)
+        # at-least-once redelivery: 0.1% of events arrive twice (same event_id and sort key)
+        pb.set_postfix_str("redelivered copies")
+        client.command(
+            f"INSERT INTO {db}.events ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM {db}.events "
+            f"WHERE cityHash64(event_id) % 1000 = 0"
+        )
     client.command(f"DROP TABLE IF EXISTS {db}.bench_seed")
     return True
 

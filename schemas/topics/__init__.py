@@ -14,6 +14,7 @@ EVENTS = "audit.events.v1"
 DEADLETTER = "audit.deadletter.v1"
 ORG_SWITCH = "audit.org-switch.v1"
 DIGESTS = "audit.digests.v1"
+ENRICHER_STATE = "audit.enricher.state.v1"
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,14 @@ class TopicSpec:
     consumers: list[str]
     schema: str
     cleanup_policy: str = "delete"
+    max_message_bytes: int | None = None
 
     def configs(self) -> dict[str, str]:
         """Topic configs for creating it."""
-        return {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy}
+        out = {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy}
+        if self.max_message_bytes is not None:
+            out["max.message.bytes"] = str(self.max_message_bytes)
+        return out
 
 
 def load_topics() -> dict[str, TopicSpec]:
@@ -47,6 +52,7 @@ def load_topics() -> dict[str, TopicSpec]:
             consumers=list(d.get("consumers", [])),
             schema=str(d["schema"]),
             cleanup_policy=str(d.get("cleanup_policy", "delete")),
+            max_message_bytes=int(d["max_message_bytes"]) if "max_message_bytes" in d else None,
         )
     return out
 

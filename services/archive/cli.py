@@ -14,10 +14,10 @@ from services.common.settings import get_settings
 
 @contextmanager
 def progress_bar(desc: str, unit: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr while a person waits (only on a terminal); yields ``update(done, total)``."""
-    from tqdm import tqdm
+    """The shared progress bar (services.common.progress: stderr, terminals) as ``update(done, total)``."""
+    from services.common.progress import bar as make_bar
 
-    bar = tqdm(desc=desc, unit=unit, file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
+    bar = make_bar(desc=desc, unit=unit)
 
     def update(done: int, total: int) -> None:
         bar.total = total

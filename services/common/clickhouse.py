@@ -19,7 +19,8 @@ BAD_DATA_CODES = {6, 26, 27, 38, 41, 53, 62, 69, 70, 72, 117, 130, 131, 241, 252
 
 
 def make_client(settings: Settings, database: str | None = None, **kw: Any) -> Client:
-    """A client for the configured server, database ``audit`` unless told otherwise."""
+    """A client for the configured server. Without ``database`` the session has no default database
+    (the server's own), so every query names its database (``settings.clickhouse_database``)."""
     return clickhouse_connect.get_client(
         host=settings.clickhouse_host,
         port=settings.clickhouse_port,

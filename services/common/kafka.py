@@ -21,7 +21,8 @@ from services.common.settings import Settings
 JSON_HEADERS = [("content-type", b"application/json"), ("schema-version", b"1")]
 
 
-def _security(settings: Settings) -> dict[str, Any]:
+def security_kwargs(settings: Settings) -> dict[str, Any]:
+    """The Kafka security settings as aiokafka client keyword arguments (every client of every service)."""
     kw: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
     if settings.kafka_sasl_mechanism:
         kw["sasl_mechanism"] = settings.kafka_sasl_mechanism
@@ -29,6 +30,30 @@ def _security(settings: Settings) -> dict[str, Any]:
         if settings.kafka_sasl_password is not None:
             kw["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
     return kw
+
+
+_security = security_kwargs  # former private name, kept for callers not yet moved
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """The same Kafka security settings as faust broker credentials (the enricher's faust app)."""
+    import ssl
+
+    import faust
+
+    proto = settings.kafka_security_protocol
+    ctx = ssl.create_default_context() if proto in ("SSL", "SASL_SSL") else None
+    if settings.kafka_sasl_mechanism:
+        pw = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=pw,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=ctx,
+        )
+    if ctx is not None:
+        return faust.SSLCredentials(ctx)
+    return None
 
 
 def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:

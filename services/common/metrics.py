@@ -1,7 +1,10 @@
-"""The metrics registry: every metric name in one typed place (``auditpipe_<service>_<what>_<unit>``).
+"""The one metrics registry and the helpers every metric is declared with.
 
-Services declare their metrics here rather than inline, so names stay consistent and a typo is an
-AttributeError, not a silently new series.
+``counter`` / ``gauge`` / ``histogram`` build the name ``auditpipe_<service>_<what>`` (``what`` ends with
+the unit) on the shared :data:`REGISTRY`; each service declares its metrics once, as module constants
+of its own ``metrics.py`` (``services/ingest/metrics.py`` …; the query API in ``main.py``), so a typo is
+an AttributeError, not a silently new series, and the deploy test checks every registered name. The
+consumer-lag gauge shared by every Kafka consumer lives here.
 """
 
 from __future__ import annotations

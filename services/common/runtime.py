@@ -72,3 +72,22 @@ def install_stop_signals(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - non-main thread
             pass
+
+
+def tune_gc_for_throughput(gen0: int = 50_000) -> None:
+    """Keep the cyclic garbage collector off the hot path of a streaming service.
+
+    A batch of a few thousand decoded events is a few hundred thousand live containers for a moment;
+    with the default thresholds (700 allocations) CPython runs a collection every few events and, now
+    and then, a full one that walks every object of the process (measured: JSON validation of the same
+    events cost 3x more CPU with the default thresholds). The data of a batch is freed by reference
+    counting (it holds no cycles), so collections can be rare: objects that live for the whole process
+    are frozen out of every collection, and the youngest generation is collected every ``gen0``
+    allocations instead of 700. Call once, after start-up.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    _, g1, g2 = gc.get_threshold()
+    gc.set_threshold(gen0, g1, g2)

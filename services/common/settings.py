@@ -9,17 +9,21 @@ Secrets are ``SecretStr`` and are masked by :func:`masked_dump`; they are never 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
+import types
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 _HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})$")
 
@@ -42,17 +46,34 @@ class IngestSettings(BaseModel):
     tokens: list[IngestToken] = Field(default_factory=list)
     max_batch_events: int = Field(default=1000, ge=1, le=100_000)
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
-    max_event_bytes: int = Field(default=256 * 1024, ge=512)
+    max_event_bytes: int = Field(
+        default=256 * 1024, ge=512, le=512 * 1024, description="Largest event as stored (contract: 512 KiB)"
+    )
+    envelope_max_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=8 * 1024 * 1024,
+        description="Largest Kafka record the ingest writes (events of one org are sent together up to this)",
+    )
     max_json_depth: int = Field(default=32, ge=2, le=1000)
     publish_deadline_s: float = Field(default=5.0, gt=0)
     retry_after_s: int = Field(default=5, ge=1)
     topic: str = Field(default="audit.raw.v1", min_length=1, description="Raw topic (tests use their own)")
 
 
+# The development default of enricher.indicator_secret; production refuses it.
+DEV_INDICATOR_SECRET = "auditpipe-development-indicator-secret"
+
+
 class EnricherSettings(BaseModel):
     trusted_proxies: list[str] = Field(default_factory=list, description="Addresses or CIDR ranges")
     hash_mode: Literal["indicator", "hmac"] = "indicator"
     hmac_key: SecretStr | None = None
+    indicator_secret: SecretStr = Field(
+        default=SecretStr(DEV_INDICATOR_SECRET),
+        description="Secret from which indicator salts are derived (per event and path), so re-enriching "
+        "a record gives the same bytes; at least 16 characters; production refuses the default",
+    )
     sensitive_paths: list[str] = Field(default_factory=list, description="e.g. request.payload.password")
     sensitive_key_patterns: list[str] = Field(
         default_factory=lambda: [
@@ -91,7 +112,20 @@ class EnricherSettings(BaseModel):
     session_timeout_s: float = Field(default=10.0, ge=6.0, description="Kafka group session timeout")
     commit_interval_s: float = Field(default=1.0, gt=0, description="faust offset commit interval")
     max_in_flight: int = Field(
-        default=1000, ge=1, le=100_000, description="Outputs awaiting ack before consumption pauses"
+        default=20_000,
+        ge=1,
+        le=1_000_000,
+        description="Events taken and not yet acked (outputs awaiting the broker) before consumption pauses",
+    )
+    batch_max_records: int = Field(
+        default=200, ge=1, le=10_000, description="Raw records (events or envelopes) taken per batch"
+    )
+    batch_max_wait_s: float = Field(
+        default=0.05, gt=0, le=5, description="Longest wait to fill a batch before processing what came"
+    )
+    compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = Field(
+        default="zstd",
+        description="Compression of the enriched records (measured choice: docs/operations.md)",
     )
 
     @field_validator("trusted_proxies")
@@ -106,7 +140,7 @@ class EnricherSettings(BaseModel):
                 raise ValueError(f"'{e}' is not an address or CIDR range") from None
         return v
 
-    @field_validator("hmac_key")
+    @field_validator("hmac_key", "indicator_secret")
     @classmethod
     def _key_len(cls, v: SecretStr | None) -> SecretStr | None:
         if v is not None and len(v.get_secret_value()) < 16:
@@ -257,6 +291,31 @@ class QueryApiSettings(BaseModel):
     facet_top: int = Field(default=20, ge=1, le=1000, description="Values per facet")
 
 
+class CliSettings(BaseModel):
+    """How ``auditpipe events`` reaches the query API and whose token it uses."""
+
+    api_url: str | None = Field(
+        default=None,
+        description="Query API base URL; default http://<query_api.host>:<query_api.port>",
+    )
+    token: SecretStr | None = Field(
+        default=None, description="Query API token of the person using the CLI (secret)"
+    )
+    token_file: Path = Field(
+        default=Path("~/.config/auditpipe/token"),
+        description="File holding that token when AUDITPIPE_CLI__TOKEN is unset (must not be "
+        "readable by group or others)",
+    )
+    timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout")
+
+    @field_validator("api_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+(/[^\s]*)?$", v):
+            raise ValueError(f"'{v}' is not an http(s):// URL")
+        return v.rstrip("/") if v else v
+
+
 class StackSettings(BaseModel):
     state_dir: Path = Path(".stack")
     cache_dir: Path = Field(
@@ -294,6 +353,11 @@ class Settings(BaseSettings):
     clickhouse_database: str = Field(default="audit", description="Database holding audit.events")
     clickhouse_user: str = Field(default="default", description="ClickHouse user")
     clickhouse_password: SecretStr = Field(default=SecretStr(""), description="ClickHouse password (secret)")
+    tokens_file: Path = Field(
+        default=Path(".stack/tokens.json"),
+        description="Ingest and query tokens made by `auditpipe token` (SHA-256 only), read beside the "
+        "tokens of ingest.tokens / query_api.tokens and reloaded when it changes",
+    )
 
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     enricher: EnricherSettings = Field(default_factory=EnricherSettings)
@@ -303,6 +367,7 @@ class Settings(BaseSettings):
     forwarder: ForwarderSettings = Field(default_factory=ForwarderSettings)
     query_api: QueryApiSettings = Field(default_factory=QueryApiSettings)
     stack: StackSettings = Field(default_factory=StackSettings)
+    cli: CliSettings = Field(default_factory=CliSettings)
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -337,6 +402,13 @@ class Settings(BaseSettings):
         ):
             raise ValueError("enricher.hash_mode=hmac needs AUDITPIPE_ENRICHER__HMAC_KEY")
         if self.env == "production":
+            if (
+                self.enricher.hash_mode == "indicator"
+                and self.enricher.indicator_secret.get_secret_value() == DEV_INDICATOR_SECRET
+            ):
+                raise ValueError(
+                    "production needs a secret of its own in AUDITPIPE_ENRICHER__INDICATOR_SECRET"
+                )
             if not self.ingest.tokens:
                 raise ValueError("production needs at least one ingest token (AUDITPIPE_INGEST__TOKENS)")
             if not self.query_api.tokens:
@@ -415,21 +487,101 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
         return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
 
 
+ENV_PREFIX = "AUDITPIPE_"
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The settings section a field holds (``X`` or ``X | None``), if any."""
+    union = get_origin(annotation) in (Union, types.UnionType)
+    for a in (annotation, *(get_args(annotation) if union else ())):
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            return a
+    return None
+
+
+def _json_kind(annotation: Any) -> str | None:
+    """'object' or 'array' when the environment must hold JSON for this field, else None."""
+    if _model_of(annotation) is not None:
+        return "object"
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        kinds = [k for a in get_args(annotation) if (k := _json_kind(a))]
+        return kinds[0] if kinds else None
+    if origin in (list, tuple, set, frozenset) or annotation in (list, tuple, set, frozenset):
+        return "array"
+    if origin is dict or annotation is dict:
+        return "object"
+    return None
+
+
+def _env_name(loc: tuple[Any, ...]) -> tuple[str, str]:
+    """(variable, detail) of an error location: the leading field names form the variable
+    (``AUDITPIPE_INGEST__TOKENS``), the rest (``[0].sha256``) says where inside its value."""
+    model: type[BaseModel] | None = Settings
+    names: list[str] = []
+    rest = list(loc)
+    while rest and model is not None and isinstance(rest[0], str) and rest[0] in model.model_fields:
+        name = rest.pop(0)
+        names.append(name)
+        model = _model_of(model.model_fields[name].annotation)
+    detail = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in rest).lstrip(".")
+    return (ENV_PREFIX + "__".join(n.upper() for n in names) if names else ENV_PREFIX + "*"), detail
+
+
 def _describe(err: ValidationError) -> str:
-    e = err.errors()[0]
-    loc = [str(x) for x in e.get("loc", ())]
-    name = "AUDITPIPE_" + "__".join(x.upper() for x in loc) if loc else "AUDITPIPE_*"
+    e = err.errors(include_input=False, include_url=False)[0]
+    name, detail = _env_name(tuple(e.get("loc", ())))
     msg = e.get("msg", "invalid").replace("Value error, ", "")
+    where = f" ({detail})" if detail else ""
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"invalid setting {name}: {msg}{more}"
+    return f"invalid setting {name}{where}: {msg}{more}"
+
+
+def undecodable_env(env: Mapping[str, str]) -> tuple[str, str] | None:
+    """The first ``AUDITPIPE_*`` variable that must hold JSON (a section, a list, a mapping) and does not,
+    with what is wrong; None when every such variable parses. Names are matched case-insensitively, as
+    the settings sources do; variables that name no setting are ignored (as the sources ignore them)."""
+    for var in sorted(env):
+        if not var.upper().startswith(ENV_PREFIX):
+            continue
+        parts = var[len(ENV_PREFIX) :].lower().split("__")
+        model: type[BaseModel] | None = Settings
+        kind: str | None = None
+        for i, part in enumerate(parts):
+            field = model.model_fields.get(part) if model is not None else None
+            if field is None:
+                kind = None
+                break
+            if i < len(parts) - 1:
+                model = _model_of(field.annotation)
+            else:
+                kind = _json_kind(field.annotation)
+        if kind is None or not env[var]:
+            continue
+        try:
+            json.loads(env[var])
+        except ValueError as e:
+            why = f"{e.msg} at position {e.pos}" if isinstance(e, json.JSONDecodeError) else str(e)
+            return var.upper(), f"not valid JSON ({why}); expected a JSON {kind}"
+    return None
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build the settings or raise :class:`SettingsError` with one line naming the bad setting."""
+    """Build the settings or raise :class:`SettingsError` with one line naming the bad setting.
+
+    Two kinds of failure: a value that does not validate (pydantic names the field), and a nested value
+    in the environment that is not JSON at all, which the settings sources report only by section; for
+    that one the environment is searched for the variable that does not parse.
+    """
     try:
         return Settings(**overrides)
     except ValidationError as e:
         raise SettingsError(_describe(e)) from None
+    except SourceError as e:
+        bad = undecodable_env(os.environ)
+        if bad is not None:
+            raise SettingsError(f"invalid setting {bad[0]}: {bad[1]}") from None
+        raise SettingsError(f"invalid settings: {str(e).splitlines()[0]}") from None
 
 
 @lru_cache(maxsize=1)

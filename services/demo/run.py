@@ -28,12 +28,13 @@ from typing import Any
 import httpx
 import uvicorn
 
-from auditpipe import AsyncAuditClient, AuditClient, AuditMiddleware
+from auditpipe import AuditClient
 from schemas.topics import EVENTS
 from services.common.clickhouse import make_client
 from services.common.kafka import topic_end_offsets
 from services.common.settings import Settings, get_settings
 from services.demo import scenario
+from services.demo.platform import platform_app
 from services.demo.siem_receiver import make_app as make_receiver
 from services.supervisor.local import LocalPipeline, Ports
 
@@ -79,44 +80,6 @@ class ThreadedServer:
         self.thread.join(10)
 
 
-def platform_app(ingest_url: str, token: str) -> Any:
-    """The simulated platform's own API, with auditpipe's middleware in front of it."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
-
-    client = AsyncAuditClient(
-        "http", url=ingest_url, token=token, producer="platform-api-middleware", flush_interval_s=0.1
-    )
-    app = FastAPI(title="simulated platform")
-
-    @app.api_route("/api/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-    async def anything(path: str, request: Request) -> JSONResponse:
-        code = {"POST": 201, "DELETE": 204}.get(request.method, 200)
-        if code == 204:
-            return JSONResponse(None, status_code=204)
-        return JSONResponse({"ok": True, "path": path}, status_code=code)
-
-    @app.on_event("shutdown")
-    async def _close() -> None:
-        await client.close()
-
-    def actor(request: Request) -> dict[str, Any] | None:
-        uid = request.headers.get("x-demo-user")
-        person = next((p for p in scenario.PEOPLE if p.id == uid), None)
-        return (
-            {"type": "user", "id": person.id, "name": person.name, "email": person.email} if person else None
-        )
-
-    app.add_middleware(
-        AuditMiddleware,
-        client=client,
-        org_id=lambda r: r.headers.get("x-demo-org"),
-        actor=actor,
-        source="console",
-    )
-    return app
-
-
 def _sum_end_offsets(settings: Settings, topic: str) -> int:
     return sum(asyncio.run(topic_end_offsets(settings, topic)).values())
 
@@ -144,6 +107,8 @@ class Demo:
             forwarder_config=forwarder,
             extra_env={
                 HEC_TOKEN_ENV: self.hec_token,
+                # the tokens file `auditpipe token create` writes with the same settings (walkthrough)
+                "AUDITPIPE_TOKENS_FILE": str(Path(settings.tokens_file).expanduser().resolve()),
                 "AUDITPIPE_STACK__STATE_DIR": str(state),
                 "AUDITPIPE_STACK__KAFKA_HEAP": settings.stack.kafka_heap,
             },
@@ -194,17 +159,27 @@ class Demo:
                 c.emit(ev)
         self.produced += len(tok)
         print(f"  client (Kafka):     {len(tok):>5} events (API tokens today)", flush=True)
-        # 3) Middleware: live calls to the platform's API through the proxy chain.
-        n = self.live(30)
-        print(f"  ASGI middleware:    {n:>5} events (live calls through the proxy chain)", flush=True)
+        # 3) Middleware: live calls to the platform's API through the proxy chain (a 403 and a 409 on
+        #    purpose among them).
+        statuses = self.live(30, failing=True)
+        ok = sum(1 for s in statuses if s < 400)
+        refused = ", ".join(f"{s}" for s in sorted(s for s in statuses if s >= 400))
+        print(
+            f"  ASGI middleware:    {len(statuses):>5} events (live calls through the proxy chain: "
+            f"{ok} succeeded, refused on purpose: {refused or 'none'})",
+            flush=True,
+        )
 
-    def live(self, n: int) -> int:
-        calls = scenario.live_calls(self.rng, n)
+    def live(self, n: int, failing: bool = False) -> list[int]:
+        """Make live calls to the platform; their HTTP statuses."""
+        calls = scenario.live_calls(self.rng, n, failing=failing)
+        statuses = []
         with httpx.Client(base_url=f"http://127.0.0.1:{self.platform_port}", timeout=10) as h:
             for c in calls:
-                h.request(c["method"], c["path"], json=c["json"], headers=c["headers"])
+                r = h.request(c["method"], c["path"], json=c["json"], headers=c["headers"])
+                statuses.append(r.status_code)
         self.produced += len(calls)
-        return len(calls)
+        return statuses
 
     def api(self, path: str, **params: Any) -> dict[str, Any]:
         r = httpx.get(
@@ -295,6 +270,12 @@ class Demo:
             f"  query API:   http://127.0.0.1:{p.api}/api/events   (OpenAPI: /docs)",
             f"  ingest:      http://127.0.0.1:{p.ingest}/v1/events  (token: {self.pipeline.ingest_token})",
             f"  SIEM (HEC):  http://127.0.0.1:{p.siem}/stats",
+            "",
+            "  from a terminal (README, 'The first ten minutes'):",
+            f"    export AUDITPIPE_CLI__API_URL=http://127.0.0.1:{p.api}",
+            f"    export AUDITPIPE_CLI__TOKEN={self.pipeline.viewer_token}",
+            "    auditpipe events search --since 7d --action environment:delete",
+            "    auditpipe token create query --principal you --role EventView --org org-acme",
             "",
         ]
         for q, a in self.questions():

@@ -19,6 +19,11 @@ PROJECTS = {"org-acme": ("proj-web", "proj-api"), "org-globex": ("proj-shop",)}
 ENVIRONMENTS = ("env-dev", "env-staging", "env-production")
 ENV_NAMES = {"env-dev": "Development", "env-staging": "Staging", "env-production": "Production"}
 SERVICES = ("svc-cart", "svc-auth", "svc-search", "svc-billing")
+RENAMES = {
+    "env-dev": ("Dev", "Sandbox", "Development"),
+    "env-staging": ("Staging EU", "Pre-production", "Staging"),
+    "env-production": ("Production EU", "Live", "Production"),
+}
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,7 @@ class Person:
     email: str
     ip: str
     user_agent: str
+    org: str
 
 
 PEOPLE = (
@@ -37,6 +43,7 @@ PEOPLE = (
         "ada@acme.test",
         "198.51.100.23",
         "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0 Safari/537.36",
+        "org-acme",
     ),
     Person(
         "u-grace",
@@ -44,8 +51,16 @@ PEOPLE = (
         "grace@acme.test",
         "203.0.113.41",
         "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Version/17.5 Safari/605.1.15",
+        "org-acme",
     ),
-    Person("u-linus", "Linus Torvalds", "linus@globex.test", "192.0.2.77", "acme-cli/3.1.0 (linux; amd64)"),
+    Person(
+        "u-linus",
+        "Linus Torvalds",
+        "linus@globex.test",
+        "192.0.2.77",
+        "acme-cli/3.1.0 (linux; amd64)",
+        "org-globex",
+    ),
 )
 TOKENS = (
     {
@@ -281,6 +296,38 @@ def history(now: datetime, rng: random.Random, run_id: str) -> list[dict[str, An
                 _request("PUT", f"/api/projects/{proj}", p.user_agent, p.ip, {"description": "updated"}),
                 changes=[{"field": "description", "before": "old", "after": "updated"}],
             )
+    # Scheduled work of the platform itself: nobody started it (actor system, source system).
+    for day in range(6):
+        org = ORGS[day % len(ORGS)]
+        proj = PROJECTS[org][0]
+        add(
+            day + 0.1,
+            org,
+            proj,
+            "env-dev",
+            None,
+            "environment:stop",
+            {"type": "environment", "id": "env-dev", "name": ENV_NAMES["env-dev"]},
+            200,
+            "Stopped outside office hours (schedule)",
+            None,
+            source="system",
+            changes=[{"field": "state", "before": "Running", "after": "Stopped"}],
+        )
+    add(
+        4.0,
+        "org-acme",
+        "proj-web",
+        None,
+        None,
+        "certificate:renew",
+        {"type": "certificate", "id": "cert-www", "name": "www.acme.test"},
+        200,
+        "Renewed before expiry (Let's Encrypt)",
+        None,
+        source="system",
+        changes=[{"field": "not_after", "before": "2026-01-10", "after": "2026-04-10"}],
+    )
     # The facts behind the three questions.
     add(
         3.0,
@@ -351,7 +398,12 @@ def token_activity(now: datetime, rng: random.Random, run_id: str, n: int = 40) 
         if tok["name"] == "terraform-ci":
             var = rng.choice(("DB_PASSWORD", "API_TOKEN", "LOG_LEVEL"))
             action, target = "variable:update", {"id": f"var-{var.lower()}", "name": var}
-            payload = {"name": var, "value": rng.choice(SECRET_VALUES) if var != "LOG_LEVEL" else "info"}
+            secret = var != "LOG_LEVEL"
+            payload = {
+                "name": var,
+                "value": rng.choice(SECRET_VALUES) if secret else "info",
+                "is_sensitive": secret,
+            }
             method, path = "PUT", f"/api/projects/{proj}/variables/{var}"
         else:
             dep = f"dep-{rng.randint(1000, 9999)}"
@@ -368,7 +420,7 @@ def token_activity(now: datetime, rng: random.Random, run_id: str, n: int = 40) 
                 "actor": {"type": tok["type"], "id": tok["id"], "name": tok["name"]},
                 "action": action,
                 "target": target,
-                "status": 200,
+                "status": 201 if action == "deployment:create" else 200,
                 "change": f"{action} by {tok['name']}",
                 "request": {
                     "method": method,
@@ -384,39 +436,65 @@ def token_activity(now: datetime, rng: random.Random, run_id: str, n: int = 40) 
     return out
 
 
-def live_calls(rng: random.Random, n: int) -> list[dict[str, Any]]:
-    """HTTP calls people make to the platform's own API right now (captured by the middleware)."""
-    calls = []
-    for _ in range(n):
-        p = rng.choice(PEOPLE)
+def _call(p: Person, org: str, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    return {
+        "method": method,
+        "path": path,
+        "json": body,
+        "headers": {
+            "x-demo-user": p.id,
+            "x-demo-org": org,
+            "user-agent": p.user_agent,
+            "x-forwarded-for": _xff(p.ip),
+        },
+    }
+
+
+def failing_calls() -> list[dict[str, Any]]:
+    """Calls the platform refuses on purpose, so the viewer's status filter has something to find: Linus
+    (org-globex) tries to delete a service of org-acme (403); Ada creates an environment that exists
+    (409)."""
+    ada, _, linus = PEOPLE
+    return [
+        _call(linus, "org-acme", "DELETE", "/api/projects/proj-web/services/svc-billing"),
+        _call(
+            ada,
+            "org-acme",
+            "POST",
+            "/api/projects/proj-api/environments",
+            {"id": "env-staging", "name": "Staging"},
+        ),
+    ]
+
+
+def live_calls(rng: random.Random, n: int, failing: bool = False) -> list[dict[str, Any]]:
+    """HTTP calls people make to the platform's own API right now (captured by the middleware); with
+    ``failing``, the deliberate 403 and 409 first."""
+    calls = failing_calls() if failing else []
+    members = [p for p in PEOPLE if p.org == "org-acme"]
+    last_dep = {proj: f"dep-{rng.randint(1000, 4999)}" for proj in PROJECTS["org-acme"]}
+    while len(calls) < n:
+        p = rng.choice(members)
         proj = rng.choice(PROJECTS["org-acme"])
+        env = rng.choice(ENVIRONMENTS)
+        base = f"/api/projects/{proj}"
         choice = rng.random()
-        if choice < 0.4:
-            req = (
-                "POST",
-                f"/api/projects/{proj}/deployments",
-                {"release": "3.0.0", "environment": "env-dev"},
-            )
-        elif choice < 0.7:
-            req = ("PATCH", f"/api/projects/{proj}/environments/env-dev", {"name": "Development"})
-        elif choice < 0.85:
-            req = ("PUT", f"/api/projects/{proj}/variables/API_TOKEN", {"value": rng.choice(SECRET_VALUES)})
+        if choice < 0.35:
+            body = {"release": f"3.{rng.randint(0, 4)}.{rng.randint(0, 20)}", "environment": env}
+            calls.append(_call(p, "org-acme", "POST", f"{base}/deployments", body))
+        elif choice < 0.45:
+            calls.append(_call(p, "org-acme", "POST", f"{base}/deployments/{last_dep[proj]}/cancel"))
+        elif choice < 0.65:
+            name = rng.choice(RENAMES[env])
+            calls.append(_call(p, "org-acme", "PATCH", f"{base}/environments/{env}", {"name": name}))
+        elif choice < 0.8:
+            body = {"value": rng.choice(SECRET_VALUES), "is_sensitive": True}
+            calls.append(_call(p, "org-acme", "PUT", f"{base}/variables/API_TOKEN", body))
+        elif choice < 0.9:
+            calls.append(_call(p, "org-acme", "POST", f"{base}/services/{rng.choice(SERVICES)}/restart"))
         else:
-            req = ("DELETE", f"/api/projects/{proj}/services/svc-search", None)
-        calls.append(
-            {
-                "method": req[0],
-                "path": req[1],
-                "json": req[2],
-                "headers": {
-                    "x-demo-user": p.id,
-                    "x-demo-org": "org-acme",
-                    "user-agent": p.user_agent,
-                    "x-forwarded-for": _xff(p.ip),
-                },
-            }
-        )
-    return calls
+            calls.append(_call(p, "org-acme", "DELETE", f"{base}/services/svc-search"))
+    return calls[:n] if not failing else calls[: max(n, len(failing_calls()))]
 
 
 def now_utc() -> datetime:

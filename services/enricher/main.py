@@ -8,10 +8,10 @@ import logging
 import faust
 from aiokafka.admin import AIOKafkaAdminClient
 
-from schemas.topics import DEADLETTER, EVENTS, ORG_SWITCH, RAW, spec_as
-from services.common.kafka import _security, ensure_topics, kafka_ready, report_group_lag
+from schemas.topics import DEADLETTER, ENRICHER_STATE, EVENTS, ORG_SWITCH, RAW, spec_as
+from services.common.kafka import ensure_topics, kafka_ready, report_group_lag, security_kwargs
 from services.common.logging import configure_logging, get_logger, log
-from services.common.runtime import serve_health
+from services.common.runtime import serve_health, tune_gc_for_throughput
 from services.common.settings import Settings
 from services.enricher.app import create_app
 from services.enricher.switch import reconcile
@@ -27,12 +27,13 @@ async def prepare(settings: Settings) -> int:
         spec_as(EVENTS, es.events_topic),
         spec_as(DEADLETTER, es.deadletter_topic),
         spec_as(ORG_SWITCH, es.switch_topic),
+        spec_as(ENRICHER_STATE, es.state_topic),
     ]
     await ensure_topics(settings, wanted)
     changed = await reconcile(settings)
     if changed:
         log(logger, logging.INFO, "audit switch events emitted", orgs=changed)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **_security(settings))
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **security_kwargs(settings))
     await admin.start()
     try:
         meta = await admin.describe_topics([es.raw_topic])
@@ -73,6 +74,7 @@ def run(settings: Settings) -> int:
         web_port=es.web_port,
     )
     worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, quiet=True, override_logging=False)
+    tune_gc_for_throughput()
     try:
         worker.execute_from_commandline()
     except SystemExit as e:

@@ -1,30 +1,34 @@
-"""The per-organisation audit switch: reconcile settings with the last known state at startup.
+"""The per-organisation audit switch (I/O around ``rules/switch.py``): reconcile settings with the last
+known state at startup, and follow the query API's switch live.
 
-State lives in a compacted topic (``enricher.state_topic``; key = org_id, value =
-``{"audit_enabled": bool}``). On startup the enricher reads it to the end, compares it with
-``enricher.audit_disabled_orgs`` and, for every org whose switch moved, first publishes an
-``organization:audit_config_update`` system event to the events topic (awaiting the broker's ack) and
-then records the new state. A crash between the two re-emits the same event id (derived from the org,
-the new state and the offset of the previous state record), which downstream de-duplicates.
+State lives in a compacted topic (``enricher.state_topic``, contract in schemas/topics; key = org_id,
+value = ``{"audit_enabled": bool, "changed_at": time, "event_id": id, "emitted": bool}``). On startup the
+enricher reads it to the end and compares it with ``enricher.audit_disabled_orgs``; for every org whose
+switch moved it records the new state with ``emitted: false`` first, then publishes the
+``organization:audit_config_update`` system event built from that record (same id, same time), then
+records ``emitted: true``. A crash anywhere in between re-emits exactly the same bytes on the next start
+(an invisible duplicate), never a second, different event with the same id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient
 
-from services.common.kafka import JSON_HEADERS, _security, make_consumer, make_producer
+from schemas.topics import ENRICHER_STATE, spec_as
+from services.common.kafka import JSON_HEADERS, ensure_topics, make_consumer, make_producer, security_kwargs
 from services.common.logging import get_logger, log
 from services.common.settings import Settings
-from services.enricher.rules.enrich import (
+from services.enricher.delivery import partition_for
+from services.enricher.rules.switch import (
     effective_disabled,
     parse_org_switch,
     switch_event,
@@ -36,39 +40,20 @@ logger = get_logger("services.enricher.switch")
 
 
 async def ensure_state_topic(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **_security(settings))
-    await admin.start()
-    try:
-        if settings.enricher.state_topic in set(await admin.list_topics()):
-            return
-        try:
-            await admin.create_topics(
-                [
-                    NewTopic(
-                        settings.enricher.state_topic,
-                        num_partitions=1,
-                        replication_factor=1,
-                        topic_configs={"cleanup.policy": "compact"},
-                    )
-                ]
-            )
-        except TopicAlreadyExistsError:
-            pass
-    finally:
-        await admin.close()
+    await ensure_topics(settings, [spec_as(ENRICHER_STATE, settings.enricher.state_topic)])
 
 
-async def read_state(settings: Settings) -> dict[str, tuple[bool, int]]:
-    """org -> (audit_enabled, offset of that record), the latest record per org."""
+async def read_state(settings: Settings) -> dict[str, tuple[bool, int, dict[str, Any]]]:
+    """org -> (audit_enabled, offset of that record, the record), the latest record per org."""
     topic = settings.enricher.state_topic
     consumer = make_consumer(settings, group_id=None)
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in await _partitions(consumer, topic)]
+        tps = [TopicPartition(topic, p) for p in await partitions_of(settings, topic)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        state: dict[str, tuple[bool, int]] = {}
+        state: dict[str, tuple[bool, int, dict[str, Any]]] = {}
         pending = {tp for tp in tps if ends[tp] > 0}
         while pending:
             batch = await consumer.getmany(*pending, timeout_ms=1000)
@@ -77,10 +62,11 @@ async def read_state(settings: Settings) -> dict[str, tuple[bool, int]]:
                     if m.key is None or m.value is None:
                         continue
                     try:
-                        enabled = bool(orjson.loads(m.value)["audit_enabled"])
+                        rec = orjson.loads(m.value)
+                        enabled = bool(rec["audit_enabled"])
                     except (orjson.JSONDecodeError, KeyError, TypeError):
                         continue
-                    state[m.key.decode()] = (enabled, m.offset)
+                    state[m.key.decode()] = (enabled, m.offset, rec)
             for tp in list(pending):
                 if await consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)
@@ -94,42 +80,59 @@ async def reconcile(settings: Settings) -> list[str]:
     es = settings.enricher
     await ensure_state_topic(settings)
     state = await read_state(settings)
-    moves = switch_transitions({o: s for o, (s, _) in state.items()}, frozenset(es.audit_disabled_orgs))
-    if not moves:
+    moves = switch_transitions({o: s for o, (s, _, _) in state.items()}, frozenset(es.audit_disabled_orgs))
+    # a transition recorded but not yet emitted (crash in between): emit it again, identically
+    unfinished = {
+        org: rec for org, (_, _, rec) in state.items() if rec.get("emitted") is False and org not in moves
+    }
+    if not moves and not unfinished:
         return []
     producer = make_producer(settings)
     await producer.start()
     try:
-        now = datetime.now(UTC)
+        n_events = len(await producer.partitions_for(es.events_topic))
+        todo: list[tuple[str, dict[str, Any]]] = sorted(unfinished.items())
         for org, (before, after) in sorted(moves.items()):
             prev_offset = state[org][1] if org in state else -1
-            event = switch_event(
-                org, before, after, event_id=switch_event_id(org, after, prev_offset), now=now
+            rec = {
+                "audit_enabled": after,
+                "before": before,
+                "changed_at": datetime.now(UTC).isoformat(),
+                "event_id": str(switch_event_id(org, after, prev_offset)),
+                "emitted": False,
+            }
+            await (await producer.send(es.state_topic, key=org.encode(), value=orjson.dumps(rec)))
+            todo.append((org, rec))
+        for org, rec in todo:
+            key = rec["event_id"].encode()
+            value = switch_event(
+                org,
+                rec.get("before"),
+                bool(rec["audit_enabled"]),
+                event_id=uuid.UUID(rec["event_id"]),
+                at=datetime.fromisoformat(rec["changed_at"]),
             )
             fut = await producer.send(
                 es.events_topic,
-                key=org.encode(),
-                value=orjson.dumps(event.model_dump(mode="json")),
+                key=key,
+                value=value,
+                partition=partition_for(key, n_events),
                 headers=JSON_HEADERS,
             )
             await fut
-            fut = await producer.send(
-                es.state_topic,
-                key=org.encode(),
-                value=orjson.dumps({"audit_enabled": after, "changed_at": now.isoformat()}),
-            )
-            await fut
+            done = {**rec, "emitted": True}
+            await (await producer.send(es.state_topic, key=org.encode(), value=orjson.dumps(done)))
             log(
                 logger,
                 logging.INFO,
                 "audit switch changed",
                 org_id=org,
-                audit_enabled=after,
-                event_id=str(event.event_id),
+                audit_enabled=rec["audit_enabled"],
+                event_id=rec["event_id"],
             )
     finally:
         await producer.stop()
-    return sorted(moves)
+    return sorted({org for org, _ in todo})
 
 
 class SwitchFollower:
@@ -177,7 +180,7 @@ class SwitchFollower:
             consumer = make_consumer(self.settings, group_id=None)
             try:
                 await consumer.start()
-                tps = [TopicPartition(topic, p) for p in await _partitions(consumer, topic)]
+                tps = [TopicPartition(topic, p) for p in await partitions_of(self.settings, topic)]
                 consumer.assign(tps)
                 await consumer.seek_to_beginning(*tps)
                 ends = await consumer.end_offsets(tps)
@@ -209,10 +212,16 @@ class SwitchFollower:
                 await consumer.stop()
 
 
-async def _partitions(consumer: Any, topic: str) -> set[int]:
-    for _ in range(50):  # a just-created topic takes a moment to appear in metadata
-        cluster = await consumer._client.fetch_all_metadata()
-        parts = cluster.partitions_for_topic(topic) or set()
+async def partitions_of(settings: Settings, topic: str) -> set[int]:
+    """The partitions of ``topic`` (waiting a moment for a just-created topic to appear in metadata)."""
+    for _ in range(50):
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **security_kwargs(settings))
+        await admin.start()
+        try:
+            desc = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        parts = {p["partition"] for d in desc if d.get("topic") == topic for p in d.get("partitions", [])}
         if parts:
             return parts
         await asyncio.sleep(0.2)

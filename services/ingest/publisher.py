@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
+from auditpipe.backoff import Backoff
 from services.common.kafka import make_producer
 from services.common.logging import log
 from services.common.settings import Settings
@@ -77,7 +78,7 @@ class Publisher:
             await asyncio.wait_for(asyncio.shield(self._starter), wait_s)
 
     async def _start_loop(self) -> None:
-        delay = 0.5
+        backoff = Backoff(initial_s=0.5, cap_s=10.0)
         while not self._closing:
             p = make_producer(self.settings, request_timeout_ms=max(5000, int(self._deadline_ms() * 2)))
             try:
@@ -89,17 +90,20 @@ class Publisher:
                 with contextlib.suppress(Exception):
                     await p.stop()
                 log(logger, logging.WARNING, "kafka producer start failed; retrying", error=repr(e))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                await asyncio.sleep(backoff.next_delay())
 
     def _deadline_ms(self) -> float:
         return self.settings.ingest.publish_deadline_s * 1000
 
-    async def publish(self, ids: Sequence[str], messages: Sequence[Message], deadline_s: float) -> Outcome:
-        """Send every event and wait for all acknowledgements until ``deadline_s``.
+    async def publish(
+        self, ids: Sequence[str], records: Sequence[tuple[Message, list[int]]], deadline_s: float
+    ) -> Outcome:
+        """Send every record (an envelope holds the events at its indexes) and wait for all
+        acknowledgements until ``deadline_s``.
 
-        An event counts as accepted only when its acknowledgement arrived in time; the rest are reported
-        as not accepted (they may still arrive later: resending them with the same event_id is harmless).
+        An event counts as accepted only when the acknowledgement of its record arrived in time; the rest
+        are reported as not accepted (they may still arrive later: resending them with the same event_id
+        is harmless).
         """
         ids = list(ids)
         producer = self._producer
@@ -114,7 +118,7 @@ class Publisher:
         futures: list[asyncio.Future] = []
 
         async def send_all() -> None:
-            for key, value, hdrs in messages:
+            for (key, value, hdrs), _ in records:
                 fut = await producer.send(self.topic, value=value, key=key, headers=hdrs)
                 fut.add_done_callback(_retrieve)
                 futures.append(fut)
@@ -129,15 +133,15 @@ class Publisher:
             sender.cancel()
         except Exception as e:  # noqa: BLE001 - send() itself failed (e.g. metadata timeout)
             error = f"kafka send failed: {type(e).__name__}"
-        accepted, rejected = [], []
-        for i, eid in enumerate(ids):
-            f = futures[i] if i < len(futures) else None
+        acked: set[int] = set()
+        for r, (_, indexes) in enumerate(records):
+            f = futures[r] if r < len(futures) else None
             if f is not None and f.done() and not f.cancelled() and f.exception() is None:
-                accepted.append(eid)
-            else:
-                rejected.append(eid)
-                if f is not None and f.done() and not f.cancelled() and error is None:
-                    error = f"kafka send failed: {type(f.exception()).__name__}"
+                acked.update(indexes)
+            elif f is not None and f.done() and not f.cancelled() and error is None:
+                error = f"kafka send failed: {type(f.exception()).__name__}"
+        accepted = [eid for i, eid in enumerate(ids) if i in acked]
+        rejected = [eid for i, eid in enumerate(ids) if i not in acked]
         if not rejected:
             PUBLISH_LATENCY.observe(time.perf_counter() - t0)
         for f in futures:

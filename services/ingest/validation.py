@@ -11,17 +11,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from auditpipe.wire import encode
+from auditpipe.wire import ENVELOPE_MAX_BYTES, encode_value, envelopes, free_form_problem
 from schemas.events_v1 import RawEvent, Request
 
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines")
 MAX_REPORTED_ERRORS = 100
-
-_EVENTS = TypeAdapter(list[RawEvent])
 
 
 @dataclass
@@ -65,146 +62,163 @@ def media_type(content_type: str | None, batch: bool) -> str:
     raise Refusal(415, "unsupported_media_type", f"Content-Type {main!r} is not supported: use {allowed}")
 
 
-def _loads(raw: bytes, index: int | None) -> Any:
+def _utf8_refusal(raw: bytes, where: dict[str, Any]) -> Refusal | None:
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        where = {"index": index} if index is not None else {}
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as u:
-            raise Refusal(
-                400,
-                "invalid_utf8",
-                "body is not valid UTF-8",
-                [{**where, "field": "", "message": f"invalid UTF-8 at byte {u.start}"}],
-            ) from None
-        if "recursion" in str(e).lower() or "depth limit" in str(e).lower():
-            raise Refusal(
-                422,
-                "too_deep",
-                "JSON nested too deeply",
-                [{**where, "field": "", "message": "nesting exceeds the parser limit"}],
-            ) from None
-        raise Refusal(
-            400, "malformed_json", "body is not valid JSON", [{**where, "field": "", "message": str(e)}]
-        ) from None
+        raw.decode("utf-8")
+    except UnicodeDecodeError as u:
+        return Refusal(
+            400,
+            "invalid_utf8",
+            "body is not valid UTF-8",
+            [{**where, "field": "", "message": f"invalid UTF-8 at byte {u.start}"}],
+        )
+    return None
 
 
-def parse_body(body: bytes, kind: str, batch: bool, limits: Limits) -> list[Any]:
-    """Decoded JSON items of a request (one for the single endpoint)."""
+def _json_refusal(err: dict[str, Any], raw: bytes, where: dict[str, Any]) -> Refusal:
+    """The refusal for a body the JSON parser could not read (bad UTF-8, too deep, malformed)."""
+    utf8 = _utf8_refusal(raw, where)
+    if utf8 is not None:
+        return utf8
+    msg = str(err.get("msg", "invalid JSON"))
+    if "recursion" in msg.lower() or "depth" in msg.lower():
+        return Refusal(
+            422,
+            "too_deep",
+            "JSON nested too deeply",
+            [{**where, "field": "", "message": "nesting exceeds the parser limit"}],
+        )
+    return Refusal(400, "malformed_json", "body is not valid JSON", [{**where, "field": "", "message": msg}])
+
+
+def _validation_refusal(e: ValidationError, batch: bool, index: int | None = None) -> Refusal:
+    errors = []
+    for err in e.errors(include_url=False, include_input=False)[:MAX_REPORTED_ERRORS]:
+        loc = list(err.get("loc", ()))
+        i = index
+        if batch and index is None:
+            i = loc.pop(0) if loc and isinstance(loc[0], int) else None
+        out: dict[str, Any] = {
+            "field": ".".join(str(x) for x in loc),
+            "message": err["msg"],
+            "type": err["type"],
+        }
+        if batch:
+            out = {"index": i, **out}
+        errors.append(out)
+    return Refusal(422, "validation_error", "events do not match the raw event contract v1", errors)
+
+
+_ONE = TypeAdapter(RawEvent)
+_MANY = TypeAdapter(list[RawEvent])
+
+
+def parse_events(body: bytes, kind: str, batch: bool, limits: Limits) -> list[RawEvent]:
+    """The request's events, validated against the contract straight from the body's bytes (one
+    pydantic-core call for a JSON batch), then checked where the contract cannot say it in a schema:
+    nesting depth and the integer range of free-form values. All or nothing: any problem refuses it."""
     if len(body) > limits.max_body_bytes:
         raise Refusal(413, "body_too_large", f"body exceeds {limits.max_body_bytes} bytes")
     if not body.strip():
         raise Refusal(400, "malformed_json", "body is empty")
     if kind == "ndjson":
-        items = []
-        for i, line in enumerate(x for x in body.split(b"\n") if x.strip()):
-            if len(items) >= limits.max_batch_events:
-                raise Refusal(413, "too_many_events", f"batch exceeds {limits.max_batch_events} events")
-            items.append(_loads(line, i))
-        return items
-    data = _loads(body, None)
-    if not batch:
-        if not isinstance(data, dict):
-            raise Refusal(
-                422,
-                "validation_error",
-                "body must be one JSON object",
-                [{"field": "", "message": "expected a JSON object (use /v1/events/batch for lists)"}],
-            )
-        return [data]
-    if not isinstance(data, list):
+        events = _ndjson(body, limits)
+    elif batch:
+        try:
+            events = _MANY.validate_json(body)
+        except ValidationError as e:
+            first = e.errors(include_url=False, include_input=False)[0]
+            if first["type"] == "json_invalid":
+                raise _json_refusal(first, body, {}) from None
+            if first["type"] == "list_type" and not first.get("loc"):
+                raise Refusal(
+                    422,
+                    "validation_error",
+                    "batch body must be a JSON array or NDJSON",
+                    [{"field": "", "message": "expected a JSON array of event objects"}],
+                ) from None
+            raise _validation_refusal(e, True) from None
+        if len(events) > limits.max_batch_events:
+            raise Refusal(413, "too_many_events", f"batch exceeds {limits.max_batch_events} events")
+        if not events:
+            raise Refusal(422, "validation_error", "batch is empty", [{"field": "", "message": "no events"}])
+    else:
+        try:
+            events = [_ONE.validate_json(body)]
+        except ValidationError as e:
+            first = e.errors(include_url=False, include_input=False)[0]
+            if first["type"] == "json_invalid":
+                raise _json_refusal(first, body, {}) from None
+            if first["type"] == "model_type" and not first.get("loc"):
+                raise Refusal(
+                    422,
+                    "validation_error",
+                    "body must be one JSON object",
+                    [{"field": "", "message": "expected a JSON object (use /v1/events/batch for lists)"}],
+                ) from None
+            raise _validation_refusal(e, False) from None
+    check_free_form(events, limits, batch)
+    return events
+
+
+def _ndjson(body: bytes, limits: Limits) -> list[RawEvent]:
+    events: list[RawEvent] = []
+    errors: list[dict[str, Any]] = []
+    for i, line in enumerate(x for x in body.split(b"\n") if x.strip()):
+        if len(events) + len(errors) >= limits.max_batch_events:
+            raise Refusal(413, "too_many_events", f"batch exceeds {limits.max_batch_events} events")
+        try:
+            events.append(_ONE.validate_json(line))
+        except ValidationError as e:
+            first = e.errors(include_url=False, include_input=False)[0]
+            if first["type"] == "json_invalid":
+                raise _json_refusal(first, line, {"index": i}) from None
+            errors.extend(_validation_refusal(e, True, i).errors)
+    if errors:
         raise Refusal(
             422,
             "validation_error",
-            "batch body must be a JSON array or NDJSON",
-            [{"field": "", "message": "expected a JSON array of event objects"}],
+            "events do not match the raw event contract v1",
+            errors[:MAX_REPORTED_ERRORS],
         )
-    if len(data) > limits.max_batch_events:
-        raise Refusal(413, "too_many_events", f"batch exceeds {limits.max_batch_events} events")
-    if not data:
+    if not events:
         raise Refusal(422, "validation_error", "batch is empty", [{"field": "", "message": "no events"}])
-    return data
+    return events
 
 
-def too_deep(obj: Any, max_depth: int) -> str | None:
-    """Dotted path of the first container nested deeper than ``max_depth`` (the event itself is 1)."""
-    stack: list[tuple[Any, int, str]] = [(obj, 1, "")]
-    while stack:
-        node, depth, path = stack.pop()
-        if isinstance(node, dict):
-            if depth > max_depth:
-                return path
-            for k, v in node.items():
-                if isinstance(v, dict | list):
-                    stack.append((v, depth + 1, f"{path}.{k}" if path else str(k)))
-        elif isinstance(node, list):
-            if depth > max_depth:
-                return path
-            for i, v in enumerate(node):
-                if isinstance(v, dict | list):
-                    stack.append((v, depth + 1, f"{path}.{i}" if path else str(i)))
-    return None
-
-
-def _free_form(item: Any) -> list[tuple[Any, int, str]]:
-    """The parts of an event that may nest freely, with their depth (the event is 1).
-
-    Everything else in the contract has a fixed shape that validation bounds; a container where the
-    contract wants a scalar is refused by validation anyway, so walking it is not needed.
-    """
-    if not isinstance(item, dict):
-        return [(item, 1, "")]
-    out: list[tuple[Any, int, str]] = []
-    for k, v in item.items():
-        if not isinstance(v, dict | list):
-            continue
-        if k == "request" and isinstance(v, dict):
-            out.extend((x, 3, f"request.{kk}") for kk, x in v.items() if isinstance(x, dict | list))
-        elif k == "changes" and isinstance(v, list):
-            for i, ch in enumerate(v):
-                if isinstance(ch, dict):
-                    out.extend(
-                        (x, 4, f"changes.{i}.{kk}") for kk, x in ch.items() if isinstance(x, dict | list)
-                    )
-                else:
-                    out.append((ch, 3, f"changes.{i}"))
-        else:
-            out.append((v, 2, str(k)))
-    return out
-
-
-def event_too_deep(item: Any, max_depth: int) -> str | None:
-    """Like :func:`too_deep` for one event, walking only its free-form parts."""
-    for node, depth, path in _free_form(item):
-        p = too_deep(node, max_depth - depth + 1)
-        if p is not None:
-            return f"{path}.{p}" if p else path
-    return None
-
-
-def check_depth(items: list[Any], limits: Limits) -> None:
-    """Depth limit (422 too_deep), naming the item index and the path."""
-    errors = []
-    for i, item in enumerate(items):
-        p = event_too_deep(item, limits.max_json_depth)
-        if p is not None:
-            errors.append(
-                {"index": i, "field": p, "message": f"nested deeper than {limits.max_json_depth} levels"}
-            )
-    if errors:
-        raise Refusal(422, "too_deep", "JSON nested too deeply", errors[:MAX_REPORTED_ERRORS])
+def check_free_form(events: list[RawEvent], limits: Limits, batch: bool) -> None:
+    """Depth limit (422 too_deep) and the contract's integer range (422 validation_error), naming the
+    item index and the field."""
+    deep: list[dict[str, Any]] = []
+    unsafe: list[dict[str, Any]] = []
+    for i, ev in enumerate(events):
+        got = free_form_problem(ev, limits.max_json_depth)
+        if got is not None:
+            field_path, message = got
+            item = {**({"index": i} if batch else {}), "field": field_path, "message": message}
+            (deep if message.startswith("nested") else unsafe).append(item)
+    if deep:
+        raise Refusal(422, "too_deep", "JSON nested too deeply", deep[:MAX_REPORTED_ERRORS])
+    if unsafe:
+        raise Refusal(
+            422,
+            "validation_error",
+            "events do not match the raw event contract v1",
+            unsafe[:MAX_REPORTED_ERRORS],
+        )
 
 
 Message = tuple[bytes, bytes, list[tuple[str, bytes]]]
 
 
-def encode_all(events: list[RawEvent], limits: Limits) -> list[Message]:
-    """Kafka messages of the stamped events; an event larger than ``max_event_bytes`` as stored is
-    refused (413 event_too_large, naming its index)."""
-    out = [encode(e) for e in events]
-    for i, (_, value, _) in enumerate(out):
+def encode_all(
+    events: list[RawEvent], limits: Limits, envelope_max_bytes: int = ENVELOPE_MAX_BYTES
+) -> list[tuple[Message, list[int]]]:
+    """Kafka records of the stamped events (envelopes per org, with the indexes of the events each
+    holds); an event larger than ``max_event_bytes`` as stored is refused (413 event_too_large, naming
+    its index)."""
+    values = [encode_value(e) for e in events]
+    for i, value in enumerate(values):
         if len(value) > limits.max_event_bytes:
             raise Refusal(
                 413,
@@ -212,32 +226,13 @@ def encode_all(events: list[RawEvent], limits: Limits) -> list[Message]:
                 f"event exceeds {limits.max_event_bytes} bytes",
                 [{"index": i, "field": "", "message": f"{len(value)} bytes as stored"}],
             )
-    return out
-
-
-def validate(items: list[Any], batch: bool) -> list[RawEvent]:
-    """Contract validation, all or nothing: any invalid item refuses the whole request (422)."""
-    try:
-        return _EVENTS.validate_python(items)
-    except ValidationError as e:
-        errors = []
-        for err in e.errors(include_url=False)[:MAX_REPORTED_ERRORS]:
-            loc = list(err.get("loc", ()))
-            index = loc.pop(0) if loc and isinstance(loc[0], int) else None
-            out: dict[str, Any] = {"field": ".".join(str(x) for x in loc), "message": err["msg"]}
-            out["type"] = err["type"]
-            if batch:
-                out = {"index": index, **out}
-            errors.append(out)
-        raise Refusal(
-            422, "validation_error", "events do not match the raw event contract v1", errors
-        ) from None
+    return envelopes(zip(events, values, strict=True), envelope_max_bytes)
 
 
 def stamp(
     ev: RawEvent, *, producer: str, peer_ip: str | None, x_forwarded_for: str | None, now: datetime
 ) -> RawEvent:
-    """What the ingest adds: event_id (when absent), received_at, producer, and the call's peer.
+    """What the ingest adds, in place: event_id (when absent), received_at, producer, the call's peer.
 
     - ``producer`` is the authenticated token's producer; a different self-declared value is kept in
       ``metadata.producer_claimed`` (never dropped).
@@ -245,27 +240,35 @@ def stamp(
       peer and raw X-Forwarded-For header are the call's peer and are written there. If the producer
       described its own caller's peer, that wins (the ingest's TCP peer is the producer itself) and the
       ingest's view goes to ``metadata.ingest_peer_ip`` / ``metadata.ingest_x_forwarded_for``.
+
+    The event was validated a moment ago and is owned by this request: its fields are set directly
+    (what is set is of the contract's types and within its limits).
     """
-    update: dict[str, Any] = {"received_at": now, "producer": producer}
+    ev.received_at = now
     if ev.event_id is None:
-        update["event_id"] = uuid.uuid4()
-    meta = dict(ev.metadata)
+        ev.event_id = uuid.uuid4()
+    meta = ev.metadata
     if ev.producer and ev.producer != producer:
-        meta["producer_claimed"] = ev.producer
+        meta["producer_claimed"] = ev.producer[:8192]
+    ev.producer = producer
     req = ev.request
-    if req is None or (req.peer_ip is None and req.x_forwarded_for is None):
-        base = req if req is not None else Request()
-        update["request"] = base.model_copy(
-            update={
-                "peer_ip": peer_ip,
-                "x_forwarded_for": x_forwarded_for[:16384] if x_forwarded_for else None,
-            }
-        )
+    xff = x_forwarded_for[:16384] if x_forwarded_for else None
+    if req is None:
+        ev.request = Request(peer_ip=peer_ip, x_forwarded_for=xff)
+    elif req.peer_ip is None and req.x_forwarded_for is None:
+        req.peer_ip = peer_ip
+        req.x_forwarded_for = xff
     if peer_ip is not None:
         meta["ingest_peer_ip"] = peer_ip
     if x_forwarded_for is not None:
         meta["ingest_x_forwarded_for"] = x_forwarded_for[:8192]
         if len(x_forwarded_for) > 8192:  # said, not silent
             meta["ingest_x_forwarded_for_truncated"] = str(len(x_forwarded_for))
-    update["metadata"] = meta
-    return ev.model_copy(update=update)
+    return ev
+
+
+def forwarded_for(header_lines: list[str]) -> str | None:
+    """Repeated X-Forwarded-For lines as one list (RFC 9110: lines of a list header join with commas), so
+    a proxy that appends its own line is read like one that extends the first."""
+    lines = [x.strip() for x in header_lines if x.strip()]
+    return ", ".join(lines) if lines else None

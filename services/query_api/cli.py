@@ -15,8 +15,13 @@ def _run(args: argparse.Namespace) -> int:
 
     s = get_settings()
     configure_logging("query_api")
-    if not s.query_api.tokens:
-        print("warning: no query API tokens configured (AUDITPIPE_QUERY_API__TOKENS): every call is 401")
+    from services.common.tokens import TokenStore
+
+    if not TokenStore(s).query():
+        print(
+            "warning: no query API token yet (AUDITPIPE_QUERY_API__TOKENS or `auditpipe token create "
+            f"query`, file {s.tokens_file}): every call is 401 until one exists"
+        )
     try:
         uvicorn.run(
             create_app(s),

@@ -40,10 +40,11 @@ AuditDep = Annotated[AuditPublisher, Depends(get_audit)]
 
 
 def current_principal(
-    settings: SettingsDep,
+    request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    p = authenticate(settings.query_api.tokens, creds.credentials if creds else None)
+    # settings tokens plus the tokens file, re-read when it changed (services/common/tokens.py)
+    p = authenticate(request.app.state.tokens.query(), creds.credentials if creds else None)
     if p is None:
         raise HTTPException(
             401, detail="missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
@@ -107,6 +108,10 @@ def event_filters(
         str | None,
         Query(max_length=256, description="Case-insensitive text in target id/name, action, change"),
     ] = None,
+    triggers: Annotated[
+        bool,
+        Query(description="Only triggers and webhooks: the actor is the system or the source a webhook"),
+    ] = False,
 ) -> Filters:
     since, until = _utc(since), _utc(until)
     if since and until and since >= until:
@@ -130,6 +135,7 @@ def event_filters(
         status=list(status or []),
         ip=ip or None,
         q=q or None,
+        triggers=triggers,
     )
     if f.ip is not None:
         from services.query_api.query import ip_range

@@ -16,8 +16,9 @@ from services.common.clickhouse import make_client
 from services.common.logging import log
 from services.common.metrics import counter, histogram
 from services.common.settings import Settings, get_settings
+from services.common.tokens import TokenStore
 from services.query_api.audit import AuditPublisher
-from services.query_api.routes import archives, events, health, me, retention
+from services.query_api.routes import archives, events, health, me, retention, timeline
 from services.query_api.routes import integrity as integrity_routes
 
 STATIC = Path(__file__).parent / "static"
@@ -54,9 +55,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings, send_receive_timeout=int(settings.query_api.query_timeout_s) + 30
     )
     app.state.audit = AuditPublisher(settings, settings.query_api.audit_topic)
+    app.state.tokens = TokenStore(settings)
 
-    # archives before events: /api/events/archives must match before /api/events/{event_id}
-    for r in (health.router, me.router, archives.router, events.router, retention.router):
+    # archives and timeline before events: they must match before /api/events/{event_id}
+    for r in (health.router, me.router, archives.router, timeline.router, events.router, retention.router):
         app.include_router(r)
     app.include_router(integrity_routes.router)
 

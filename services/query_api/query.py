@@ -110,6 +110,7 @@ class Filters:
     status: list[int] = field(default_factory=list)
     ip: str | None = None
     q: str | None = None
+    triggers: bool = False  # only what no person started: the system acted, or a webhook called
 
 
 def ip_range(value: str) -> tuple[str, str]:
@@ -188,6 +189,8 @@ def where_clause(f: Filters, scope: Scope) -> tuple[list[str], dict[str, Any]]:
     if f.q:
         conds.append(f"{TEXT_EXPR} LIKE {{q:String}}")
         p["q"] = like_pattern(f.q)
+    if f.triggers:
+        conds.append("(actor_type = 'system' OR source = 'webhook')")
     return conds, p
 
 
@@ -544,3 +547,61 @@ def parse_time(field_name: str, value: str) -> datetime:
     except ValueError:
         raise FilterError(field_name, "not an ISO 8601 / RFC 3339 timestamp") from None
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+# -- timeline ------------------------------------------------------------------------------------
+
+# Bucket widths the timeline may use (seconds): round numbers a person reads at a glance.
+TIMELINE_STEPS = (
+    1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800,
+    604800, 2592000,
+)  # fmt: skip
+
+
+def timeline_step(since: datetime, until: datetime, buckets: int) -> int:
+    """The smallest round bucket width (seconds) that covers [since, until) in at most ``buckets``."""
+    span = max(1.0, (until - since).total_seconds())
+    for step in TIMELINE_STEPS:
+        if span / step <= buckets:
+            return step
+    return TIMELINE_STEPS[-1]
+
+
+def timeline_bounds_query(
+    db: str, f: Filters, scope: Scope, dedup: Dedup = "final"
+) -> tuple[str, dict[str, Any]]:
+    """First and last occurred_at of the matching events (for a timeline without a time filter)."""
+    conds, params = where_clause(f, scope)
+    inner = _select(["occurred_at"], db, dedup, conds)
+    return f"SELECT min(occurred_at), max(occurred_at), count() FROM ({inner})", params  # noqa: S608
+
+
+def timeline_query(
+    db: str, f: Filters, scope: Scope, step_s: int, dedup: Dedup = "final"
+) -> tuple[str, dict[str, Any]]:
+    """Events per bucket of ``step_s`` seconds (buckets aligned to the Unix epoch, UTC), for the filters
+    and the principal's scope; rows (bucket start, count), empty buckets absent."""
+    conds, params = where_clause(f, scope)
+    inner = _select(["occurred_at"], db, dedup, conds)
+    params["tl_step"] = step_s
+    sql = (
+        "SELECT toStartOfInterval(occurred_at, toIntervalSecond({tl_step:UInt32})) AS t, count() AS n "  # noqa: S608
+        f"FROM ({inner}) GROUP BY t ORDER BY t"
+    )
+    return sql, params
+
+
+def timeline_buckets(
+    since: datetime, until: datetime, step_s: int, counts: dict[datetime, int]
+) -> list[tuple[datetime, int]]:
+    """Every bucket from the one holding ``since`` to the one holding the last instant before ``until``,
+    with its count (0 when absent); the same epoch alignment as ClickHouse's toStartOfInterval."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    width = timedelta(seconds=step_s)
+    first = (since - epoch) // width * step_s
+    last = max(first, (until - epoch - timedelta(microseconds=1)) // width * step_s)
+    norm = {int((t.replace(tzinfo=UTC) if t.tzinfo is None else t).timestamp()): n for t, n in counts.items()}
+    out = []
+    for sec in range(first, last + step_s, step_s):
+        out.append((epoch + timedelta(seconds=sec), norm.get(sec, 0)))
+    return out

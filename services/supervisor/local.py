@@ -84,6 +84,7 @@ class LocalPipeline:
             "AUDITPIPE_RETENTION__ARCHIVE_DIR": str(self.state_dir / "archives"),
             "AUDITPIPE_INTEGRITY__PORT": str(p.seal),
             "AUDITPIPE_INTEGRITY__DEV_KEY_FILE": str(self.state_dir / "integrity" / "signing.key"),
+            "AUDITPIPE_TOKENS_FILE": str(self.state_dir / "tokens.json"),
             "AUDITPIPE_INGEST__TOKENS": json.dumps(
                 [{"producer": "demo-platform", "sha256": sha256_hex(self.ingest_token), "orgs": ["*"]}]
             ),

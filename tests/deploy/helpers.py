@@ -36,6 +36,7 @@ DUMMY_SECRETS = {
     "AUDITPIPE_CLICKHOUSE_PASSWORD": "test-password",
     "AUDITPIPE_INGEST__TOKENS": '[{"producer": "platform", "sha256": "' + "a" * 64 + '", "orgs": ["*"]}]',
     "AUDITPIPE_QUERY_API__TOKENS": '[{"principal": "secops", "sha256": "' + "b" * 64 + '"}]',
+    "AUDITPIPE_ENRICHER__INDICATOR_SECRET": "test-indicator-secret-0123456789",
     "GRAFANA_ADMIN_PASSWORD": "test-password",
 }
 

@@ -10,15 +10,18 @@ import orjson
 import pytest
 
 from schemas.events_v1 import EnrichedEvent
-from schemas.integrity import content_hash_of, verify
+from schemas.integrity import content_hash_of, verify, verify_record
 from services.common.settings import EnricherSettings
 from services.enricher.rules.enrich import (
-    SWITCH_ACTION,
     Dead,
     Enriched,
     Enricher,
+    Results,
     Suppressed,
     derive_event_id,
+)
+from services.enricher.rules.switch import (
+    SWITCH_ACTION,
     switch_event,
     switch_event_id,
     switch_transitions,
@@ -26,6 +29,7 @@ from services.enricher.rules.enrich import (
 
 EXAMPLES = sorted(Path("schemas/examples/raw").glob("*.json"))
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+TS = 1_700_000_000_000
 
 
 def make(**kw: object) -> Enricher:
@@ -35,9 +39,14 @@ def make(**kw: object) -> Enricher:
 
 
 def run(e: Enricher, value: bytes | None, offset: int = 7):
-    return e.process(
-        value, topic="audit.raw.v1", partition=2, offset=offset, timestamp_ms=1_700_000_000_000, now=NOW
-    )
+    """The outcome of a record holding one event."""
+    (out,) = e.process(value, topic="audit.raw.v1", partition=2, offset=offset, timestamp_ms=TS)
+    return out
+
+
+def event_of(out: Enriched) -> EnrichedEvent:
+    assert isinstance(out, Enriched), out
+    return EnrichedEvent.model_validate_json(out.value)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
@@ -49,12 +58,14 @@ def test_every_example_enriches_to_a_valid_verified_event(path: Path, mode: str)
     doc = orjson.loads(out.value)
     EnrichedEvent.model_validate(doc)
     assert verify(doc) and doc["content_hash"] == content_hash_of(doc)
+    assert verify_record(out.value, strict=True)  # the record is the canonical form itself
+    assert out.key == doc["event_id"].encode()
     assert "hunter2" not in out.value.decode() and "old-secret" not in out.value.decode()
 
 
 def test_examples_classification() -> None:
     e = make()
-    got = {p.stem: run(e, p.read_bytes()).event for p in EXAMPLES}
+    got = {p.stem: event_of(run(e, p.read_bytes())) for p in EXAMPLES}
     dep = got["deployment_create_user_console"]
     assert (dep.event_type, dep.source, dep.actor.type, dep.target.type, dep.client_ip) == (
         "create",
@@ -95,7 +106,7 @@ def test_producer_values_win() -> None:
         "target": {"type": "pipeline"},
         "request": {"user_agent": "Mozilla/5.0", "headers": {"x-github-event": "push"}},
     }
-    ev = run(make(), orjson.dumps(raw)).event
+    ev = event_of(run(make(), orjson.dumps(raw)))
     assert (ev.event_type, ev.source, ev.actor.type, ev.target.type) == (
         "custom",
         "mobile",
@@ -106,11 +117,61 @@ def test_producer_values_win() -> None:
 
 def test_missing_event_id_is_derived_deterministically() -> None:
     raw = orjson.dumps({"occurred_at": "2026-01-01T00:00:00Z", "org_id": "o", "action": "a:create"})
-    a, b = run(make(), raw, offset=11).event, run(make(), raw, offset=11).event
+    a, b = event_of(run(make(), raw, offset=11)), event_of(run(make(), raw, offset=11))
     assert a.event_id == b.event_id == derive_event_id("audit.raw.v1", 2, 11)
-    assert run(make(), raw, offset=12).event.event_id != a.event_id
+    assert event_of(run(make(), raw, offset=12)).event_id != a.event_id
     assert a.received_at == datetime.fromtimestamp(1_700_000_000, UTC)
     assert a.actor.type == "system" and a.source == "system"
+
+
+def test_the_same_record_enriched_twice_gives_the_same_bytes() -> None:
+    """Restart, rebalance, kill -9: reprocessing a raw record yields byte-identical output (indicator
+    salts derive from the deployment's secret, enriched_at from the record's timestamp)."""
+    for p in EXAMPLES:
+        a, b = run(make(), p.read_bytes()), run(make(), p.read_bytes())
+        assert a.value == b.value, p
+    doc = orjson.loads(run(make(), EXAMPLES[0].read_bytes()).value)
+    assert doc["enriched_at"] == "2023-11-14T22:13:20Z"
+    other_secret = make(indicator_secret="another-deployment-secret")
+    secret_ex = next(p for p in EXAMPLES if "secret" in p.stem)
+    assert run(other_secret, secret_ex.read_bytes()).value != run(make(), secret_ex.read_bytes()).value
+
+
+def test_an_envelope_is_processed_event_by_event() -> None:
+    evs = [orjson.loads(p.read_bytes()) for p in EXAMPLES]
+    bad = {"org_id": "o", "action": "no colon", "occurred_at": "2026-01-01T00:00:00Z"}
+    envelope = orjson.dumps([*evs, bad, {k: v for k, v in evs[0].items() if k != "event_id"}])
+    outs = make().process(envelope, topic="audit.raw.v1", partition=2, offset=9, timestamp_ms=TS)
+    enriched = [o for o in outs if isinstance(o, Enriched)]
+    dead = [o for o in outs if isinstance(o, Dead)]
+    assert len(enriched) == len(evs) + 1 and len(dead) == 1
+    assert dead[0].letter.reason == "validation_error" and dead[0].letter.error.startswith(f"[{len(evs)}].")
+    # the id of an event without one derives from the record and its index in the envelope
+    ids = {event_of(o).event_id for o in enriched}
+    assert derive_event_id("audit.raw.v1", 2, 9, len(evs) + 1) in ids
+    # the same events one per record give the same content (the envelope changes nothing but the ids
+    # derived for events without one)
+    single = {
+        event_of(run(make(), orjson.dumps(e))).event_id: run(make(), orjson.dumps(e)).value for e in evs
+    }
+    for o in enriched:
+        ev = event_of(o)
+        if ev.event_id in single:
+            assert o.value == single[ev.event_id]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason", "error"),
+    [
+        (b"[]", "validation_error", "(root): empty envelope"),
+        (b"[1, {}", "invalid_json", "not a JSON array of events"),
+        (b'[{"org_id": "o"}]', "validation_error", "[0]."),
+    ],
+)
+def test_bad_envelopes_are_dead_letters(value: bytes, reason: str, error: str) -> None:
+    outs = make().process(value, topic="audit.raw.v1", partition=2, offset=7, timestamp_ms=TS)
+    assert outs and all(isinstance(o, Dead) for o in outs)
+    assert outs[0].letter.reason == reason and outs[0].letter.error.startswith(error)
 
 
 @pytest.mark.parametrize(
@@ -118,7 +179,7 @@ def test_missing_event_id_is_derived_deterministically() -> None:
     [
         (None, "empty_message"),
         (b"\xff\xfenot json", "invalid_json"),
-        (b"[1,2]", "validation_error"),
+        (b"42", "validation_error"),
         (b'{"org_id": "o"}', "validation_error"),
         (
             b'{"org_id": "o", "action": "nocolon", "occurred_at": "2026-01-01T00:00:00Z", "bogus": 1}',
@@ -167,12 +228,23 @@ def test_a_rule_bug_becomes_a_dead_letter(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(e, "enrich_doc", boom)
     dl = run(e, EXAMPLES[0].read_bytes()).letter
     assert dl.reason == "enrichment_error" and "canary-bug-1" not in dl.error
+    assert dl.error.startswith("RuntimeError at ")  # where, never what (the text may quote a secret)
 
 
 def test_disabled_org_is_suppressed_and_counted_by_day() -> None:
     e = make(audit_disabled_orgs=["org-acme"])
     out = run(e, (Path("schemas/examples/raw") / "user_login.json").read_bytes())
-    assert out == Suppressed("org-acme", "2026-11-21", str(derive_event_id("audit.raw.v1", 2, 7)))
+    assert out == Suppressed("org-acme", "2026-11-21")
+    r = Results()
+    e.process_record(
+        (Path("schemas/examples/raw") / "user_login.json").read_bytes(),
+        r,
+        topic="t",
+        partition=4,
+        offset=1,
+        timestamp_ms=TS,
+    )
+    assert r.suppressed == {("org-acme", "2026-11-21", 4): 1} and not r.events
     assert isinstance(
         run(e, (Path("schemas/examples/raw") / "service_update_webhook_system.json").read_bytes()), Enriched
     )
@@ -190,11 +262,13 @@ def test_switch_transitions() -> None:
 def test_switch_event_is_a_verified_system_event() -> None:
     eid = switch_event_id("org-x", False, -1)
     assert eid == switch_event_id("org-x", False, -1) != switch_event_id("org-x", False, 5)
-    ev = switch_event("org-x", None, False, event_id=eid, now=NOW)
-    doc = ev.model_dump(mode="json")
-    assert verify(doc) and ev.action == SWITCH_ACTION and ev.actor.type == "system"
+    value = switch_event("org-x", None, False, event_id=eid, at=NOW)
+    assert value == switch_event("org-x", None, False, event_id=eid, at=NOW)  # a re-emission is identical
+    assert verify_record(value, strict=True)
+    ev = EnrichedEvent.model_validate_json(value)
+    assert verify(orjson.loads(value)) and ev.action == SWITCH_ACTION and ev.actor.type == "system"
     assert ev.target.type == "organization" and ev.changes[0].before is True and ev.changes[0].after is False
-    assert isinstance(ev.event_id, uuid.UUID)
+    assert isinstance(ev.event_id, uuid.UUID) and ev.enriched_at == NOW
 
 
 @pytest.mark.parametrize(

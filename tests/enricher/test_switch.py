@@ -13,11 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.events_v1 import EnrichedEvent, OrgSwitch
-from schemas.integrity import verify
+from schemas.integrity import verify, verify_record
 from schemas.topics import EVENTS, ORG_SWITCH, spec_as
 from services.common.kafka import ensure_topics
 from services.common.settings import Settings
-from services.enricher.rules.enrich import effective_disabled, parse_org_switch
+from services.enricher.rules.switch import effective_disabled, parse_org_switch, switch_event
 from services.enricher.switch import SwitchFollower, reconcile
 from tests.enricher.helpers import produce, read_all
 
@@ -47,8 +47,36 @@ async def test_switch_off_on_is_audited_once_each(kafka_settings: Settings, topi
     turns = sorted((e["org_id"], e["changes"][0]["before"], e["changes"][0]["after"]) for e in events)
     assert turns == [("org-a", False, True), ("org-a", True, False), ("org-b", True, False)]
     assert len({e["event_id"] for e in events}) == 3
-    last = {k.decode(): orjson.loads(v)["audit_enabled"] for k, v in await read_all(state)}
-    assert last == {"org-a": True, "org-b": False}
+    last = {k.decode(): orjson.loads(v) for k, v in await read_all(state)}
+    assert {o: r["audit_enabled"] for o, r in last.items()} == {"org-a": True, "org-b": False}
+    assert all(r["emitted"] is True for r in last.values())
+    for key, value in await read_all(topics[EVENTS]):  # keyed by event id, canonical bytes
+        assert key == orjson.loads(value)["event_id"].encode() and verify_record(value, strict=True)
+
+
+@pytest.mark.kafka
+async def test_a_change_recorded_but_not_emitted_is_emitted_again_identically(
+    kafka_settings: Settings,
+    topic_names,  # noqa: ANN001
+) -> None:
+    """A crash between recording a new state and publishing its event: the next start publishes exactly
+    the event the state record describes (same id, same time, same bytes), once."""
+    topics = topic_names(EVENTS)
+    state = f"test.enricher.state.{uuid.uuid4().hex[:8]}"
+    es = kafka_settings.enricher.model_copy(
+        update={"events_topic": topics[EVENTS], "state_topic": state, "audit_disabled_orgs": ["org-c"]}
+    )
+    settings = kafka_settings.model_copy(update={"enricher": es})
+    eid = str(uuid.uuid4())
+    at = "2026-11-29T10:00:00+00:00"
+    rec = {"audit_enabled": False, "before": None, "changed_at": at, "event_id": eid, "emitted": False}
+    await produce(state, [(b"org-c", orjson.dumps(rec))])
+    assert await reconcile(settings) == ["org-c"]
+    assert await reconcile(settings) == []
+    (got,) = await read_all(topics[EVENTS])
+    assert got[1] == switch_event(
+        "org-c", None, False, event_id=uuid.UUID(eid), at=datetime.fromisoformat(at)
+    )
 
 
 # ---------------------------------------------------------------- the switch set through the query API

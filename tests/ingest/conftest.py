@@ -7,6 +7,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +94,11 @@ async def read_topic(
         while loop.time() < deadline:
             batch = await c.getmany(timeout_ms=300)
             for recs in batch.values():
-                out.extend(recs)
-                if want_ids is not None:
-                    seen.update(orjson.loads(r.value).get("event_id") for r in recs)
+                for r in recs:
+                    evs = expand(r)
+                    out.extend(evs)
+                    if want_ids is not None:
+                        seen.update(orjson.loads(e.value).get("event_id") for e in evs)
             if want_ids is not None and want_ids <= seen:
                 break
             if want_ids is None and len(out) >= count:
@@ -106,6 +109,26 @@ async def read_topic(
     finally:
         await c.stop()
     return out
+
+
+@dataclass
+class EventRecord:
+    """One event as it arrived on the raw topic: the record's key, headers and coordinates, the event's
+    own JSON (an envelope's events are listed one by one) and how many events its record held."""
+
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    partition: int
+    offset: int
+    envelope: int
+
+
+def expand(r: Any) -> list[EventRecord]:
+    data = orjson.loads(r.value)
+    items = data if isinstance(data, list) else [data]
+    values = [orjson.dumps(x) for x in items] if isinstance(data, list) else [r.value]
+    return [EventRecord(r.key, v, list(r.headers), r.partition, r.offset, len(items)) for v in values]
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,16 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import TypeAdapter
 
-from auditpipe.wire import decode_value, encode
-from schemas.events_v1 import RawEvent
+from auditpipe.wire import decode_value, encode, encode_value, envelopes, free_form_problem
+from schemas.events_v1 import RawEvent, RawRecord
 from services.common.settings import IngestToken
 from services.ingest.auth import authenticate, bearer, hash_token, may_write
-from services.ingest.validation import Limits, Refusal, media_type, parse_body, stamp, too_deep, validate
+from services.ingest.validation import Limits, Refusal, forwarded_for, media_type, parse_events, stamp
 from tests.ingest.conftest import example, examples
+
+RawRecord_adapter = TypeAdapter(RawRecord)
 
 TOKS = [
     IngestToken(producer="a", sha256=hash_token("alpha"), orgs=["o1"]),
@@ -60,25 +63,27 @@ def test_media_type(ctype, batch, want) -> None:  # noqa: ANN001
         assert media_type(ctype, batch) == want
 
 
-def test_parse_body_limits() -> None:
-    lim = Limits(max_batch_events=2, max_body_bytes=1000)
-    assert parse_body(b'{"a":1}', "json", False, lim) == [{"a": 1}]
-    assert parse_body(b'{"a":1}\n\n{"b":2}\r\n', "ndjson", True, lim) == [{"a": 1}, {"b": 2}]
+def test_parse_events_limits() -> None:
+    lim = Limits(max_batch_events=2, max_body_bytes=100_000)
+    one = orjson.dumps(example())
+    assert [e.org_id for e in parse_events(one, "json", False, lim)] == [example()["org_id"]]
+    assert len(parse_events(one + b"\n\n" + one + b"\r\n", "ndjson", True, lim)) == 2
     for body, kind, batch, status in [
-        (b"[1,2,3]", "json", True, 413),
-        (b"{}\n{}\n{}", "ndjson", True, 413),
-        (b"x" * 1001, "json", False, 413),
+        (b"[" + b",".join([one] * 3) + b"]", "json", True, 413),
+        (b"\n".join([one] * 3), "ndjson", True, 413),
+        (b"x" * 100_001, "json", False, 413),
         (b"[]", "json", True, 422),
-        (b"{}", "json", True, 422),
-        (b"{}\n{", "ndjson", True, 400),
+        (one, "json", True, 422),
+        (b"[" + one + b"]", "json", False, 422),
+        (one + b"\n{", "ndjson", True, 400),
         (b"\xff", "json", False, 400),
         (b"  ", "json", False, 400),
     ]:
         with pytest.raises(Refusal) as e:
-            parse_body(body, kind, batch, lim)
+            parse_events(body, kind, batch, lim)
         assert e.value.status == status, body
     with pytest.raises(Refusal) as e:
-        parse_body(b"{}\n{bad", "ndjson", True, lim)
+        parse_events(one + b"\n{bad", "ndjson", True, lim)
     assert e.value.errors[0]["index"] == 1
 
 
@@ -89,19 +94,76 @@ def nest(n: int) -> object:
     return v
 
 
-@given(st.integers(min_value=0, max_value=60), st.integers(min_value=2, max_value=40))
-def test_too_deep_matches_depth(n: int, limit: int) -> None:
-    # the event object is depth 1; nest(n) adds n containers below it
-    deep = too_deep({"p": nest(n)}, limit) is not None
-    assert deep == (1 + n > limit)
+def reference_depth(v: object) -> int:
+    """Containers on the deepest path of ``v`` (a scalar is 0)."""
+    if isinstance(v, dict):
+        return 1 + max((reference_depth(x) for x in v.values()), default=0)
+    if isinstance(v, list):
+        return 1 + max((reference_depth(x) for x in v), default=0)
+    return 0
 
 
-def test_validate_names_fields_and_indexes() -> None:
+@given(
+    st.sampled_from(["request.payload", "request.query", "snapshot", "changes"]),
+    st.integers(min_value=0, max_value=40),
+    st.integers(min_value=4, max_value=30),
+)
+def test_free_form_depth_counts_from_the_event(where: str, n: int, limit: int) -> None:
+    """The event object is level 1: request.payload's container is level 3, snapshot's 2, a change's
+    before/after 4; a free-form value deeper than ``limit`` is named by its path."""
+    ev = example()
+    value = {"k": nest(n)}
+    if where.startswith("request."):
+        ev["request"] = {**ev.get("request", {}), where.split(".")[1]: value}
+        base = 2
+    elif where == "changes":
+        ev["changes"] = [{"field": "f", "before": 1, "after": value}]
+        base = 3
+    else:
+        ev[where] = value
+        base = 1
+    got = free_form_problem(RawEvent.model_validate(ev), limit)
+    assert (got is not None) == (base + reference_depth(value) > limit)
+    if got is not None:
+        assert got[0].startswith(where if where != "changes" else "changes.0.after")
+
+
+@given(
+    st.integers() | st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["request.payload", "snapshot", "changes"]),
+)
+def test_numbers_beyond_the_contract_range_are_named(n: float, where: str) -> None:
+    ev = example()
+    if where == "request.payload":
+        ev["request"] = {"payload": {"amount": [n]}}
+    elif where == "snapshot":
+        ev["snapshot"] = {"amount": n}
+    else:
+        ev["changes"] = [{"field": "amount", "before": None, "after": n}]
+    got = free_form_problem(RawEvent.model_validate(ev))
+    assert (got is not None) == (float(n).is_integer() and abs(n) > 2**53 - 1)
+    if got is not None:
+        assert "2**53" in got[1] and got[0].split(".")[0] == where.split(".")[0]
+
+
+def test_parse_events_refuses_unsafe_integers_naming_the_field() -> None:
+    body = orjson.dumps([example(), example(snapshot={"n": 2**60})])
     with pytest.raises(Refusal) as e:
-        validate([example(), example(status="x"), {"org_id": "o"}], batch=True)
+        parse_events(body, "json", True, Limits())
+    assert e.value.status == 422 and e.value.errors[0] == {
+        "index": 1,
+        "field": "snapshot.n",
+        "message": "number without fraction outside ±(2**53-1), which RFC 8785 cannot represent exactly",
+    }
+
+
+def test_validation_names_fields_and_indexes() -> None:
+    body = orjson.dumps([example(), example(status="x"), {"org_id": "o"}])
+    with pytest.raises(Refusal) as e:
+        parse_events(body, "json", True, Limits())
     fields = {(x["index"], x["field"]) for x in e.value.errors}
     assert (1, "status") in fields and (2, "action") in fields and (2, "occurred_at") in fields
-    assert len(validate(examples(), batch=True)) == len(examples())
+    assert len(parse_events(orjson.dumps(examples()), "json", True, Limits())) == len(examples())
 
 
 def test_stamp_rules() -> None:
@@ -122,29 +184,41 @@ def test_stamp_rules() -> None:
     RawEvent.model_validate(s.model_dump())  # still contract-valid
 
 
+def test_repeated_forwarded_for_lines_are_one_list() -> None:
+    assert forwarded_for([]) is None and forwarded_for(["  "]) is None
+    assert forwarded_for(["203.0.113.7"]) == "203.0.113.7"
+    assert forwarded_for(["203.0.113.7, 10.0.0.1", "10.0.0.2"]) == "203.0.113.7, 10.0.0.1, 10.0.0.2"
+
+
 @pytest.mark.parametrize("ev", examples(), ids=lambda e: e["action"])
 def test_wire_round_trip(ev: dict) -> None:
     e = RawEvent.model_validate({**ev, "event_id": str(uuid.uuid4()), "producer": "x"})
     key, value, headers = encode(e)
-    assert key == e.org_id.encode()
+    assert key == str(e.event_id).encode()
     assert dict(headers) == {"content-type": b"application/json", "schema-version": b"1", "producer": b"x"}
     assert decode_value(value) == e
     assert None not in orjson.loads(value).values()  # absent, not null
 
 
 @given(
-    st.sampled_from(["request.payload", "request.query", "snapshot", "changes", "x"]),
-    st.integers(min_value=0, max_value=40),
-    st.integers(min_value=4, max_value=30),
+    st.lists(st.tuples(st.sampled_from(["o1", "o2", "o3"]), st.integers(0, 3000)), min_size=1, max_size=60),
+    st.integers(min_value=200, max_value=20_000),
 )
-def test_event_walk_agrees_with_full_walk(where: str, n: int, limit: int) -> None:
-    from services.ingest.validation import event_too_deep
-
-    ev = example()
-    if where.startswith("request."):
-        ev["request"] = {**ev.get("request", {}), where.split(".")[1]: {"k": nest(n)}}
-    elif where == "changes":
-        ev["changes"] = [{"field": "f", "before": 1, "after": nest(n)}]
-    else:
-        ev[where] = {"k": nest(n)}
-    assert (event_too_deep(ev, limit) is None) == (too_deep(ev, limit) is None)
+def test_envelopes_hold_every_event_once_by_org_within_the_size(spec: list, max_bytes: int) -> None:
+    events = [
+        RawEvent.model_validate(example(org_id=org, event_id=str(uuid.uuid4()), change="x" * size))
+        for org, size in spec
+    ]
+    values = [encode_value(e) for e in events]
+    records = envelopes(zip(events, values, strict=True), max_bytes)
+    seen: list[int] = []
+    for (key, value, _), indexes in records:
+        seen += indexes
+        items = RawRecord_adapter.validate_json(value)
+        items = items if isinstance(items, list) else [items]
+        assert [str(i.event_id) for i in items] == [str(events[i].event_id) for i in indexes]
+        assert len({i.org_id for i in items}) == 1
+        assert key == str(events[indexes[0]].event_id).encode()
+        assert len(value) <= max_bytes or len(indexes) == 1
+        assert indexes == sorted(indexes)
+    assert sorted(seen) == list(range(len(events)))

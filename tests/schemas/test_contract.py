@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from schemas import generate
-from schemas.events_v1 import EnrichedEvent, RawEvent, parse_raw
+from schemas.events_v1 import MAX_EVENT_BYTES, EnrichedEvent, RawEvent, parse_raw
 from schemas.integrity import content_hash_of, verify
-from schemas.topics import DEADLETTER, EVENTS, RAW, load_topics
+from schemas.topics import DEADLETTER, ENRICHER_STATE, EVENTS, ORG_SWITCH, RAW, load_topics
 
 ROOT = Path(__file__).resolve().parents[2] / "schemas"
 RAW_EXAMPLES = sorted((ROOT / "examples" / "raw").glob("*.json"))
@@ -77,12 +77,27 @@ def test_enriched_consumers_ignore_unknown_fields_and_hash_verifies() -> None:
     assert not verify(body)
 
 
-def test_topic_files_define_the_three_topics() -> None:
+def test_topic_files_define_every_topic_with_its_key() -> None:
     topics = load_topics()
-    assert {RAW, EVENTS, DEADLETTER} <= set(topics)
+    assert {RAW, EVENTS, DEADLETTER, ORG_SWITCH, ENRICHER_STATE} <= set(topics)
     for t in topics.values():
         assert t.partitions >= 1 and (t.retention_ms > 0 or t.retention_ms == -1)  # -1: kept forever
-        assert (ROOT.parent / t.schema).exists(), t.schema
+        assert t.schema.startswith("none") or (ROOT.parent / t.schema).exists(), t.schema
         raw = yaml.safe_load((ROOT / "topics" / f"{t.name}.yaml").read_text())
-        assert "org_id" in raw["key"] or t.name == DEADLETTER
-        assert raw["producers"] and raw["consumers"]
+        assert raw["key"] and raw["producers"] and raw["consumers"]
+    # every copy of an event id on one partition; compacted state keyed by org
+    assert yaml.safe_load((ROOT / "topics" / f"{EVENTS}.yaml").read_text())["key"].startswith("event_id")
+    for name in (ORG_SWITCH, ENRICHER_STATE):
+        assert topics[name].cleanup_policy == "compact"
+        assert yaml.safe_load((ROOT / "topics" / f"{name}.yaml").read_text())["key"].startswith("org_id")
+    # room for the worst growth of a maximal event through scrubbing
+    assert topics[EVENTS].max_message_bytes and topics[EVENTS].max_message_bytes >= 11 * MAX_EVENT_BYTES
+
+
+@pytest.mark.parametrize("t", ["9999-12-31T23:00:00-05:00", "0001-01-01T01:00:00+05:00"])
+def test_times_out_of_range_in_utc_are_a_validation_error_not_a_crash(t: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as e:
+        RawEvent.model_validate({"org_id": "o", "action": "a:b", "occurred_at": t})
+    assert e.value.errors()[0]["loc"] == ("occurred_at",)

@@ -22,9 +22,9 @@ create_topic() { # name partitions retention_ms compression [extra --config args
   echo "topic ready: $name"
 }
 
-create_topic audit.raw.v1 6 604800000 zstd
-create_topic audit.events.v1 6 1209600000 zstd
-create_topic audit.deadletter.v1 3 2592000000 zstd
+create_topic audit.raw.v1 6 604800000 zstd --config max.message.bytes=8388608
+create_topic audit.events.v1 6 1209600000 zstd --config max.message.bytes=8388608
+create_topic audit.deadletter.v1 3 2592000000 zstd --config max.message.bytes=8388608
 # The org audit switch set through the query API, followed by the enricher: compacted (the latest record
 # per org is the state; retention.ms does not apply to a compact-only topic).
 create_topic audit.org-switch.v1 1 604800000 zstd --config cleanup.policy=compact
@@ -32,6 +32,9 @@ create_topic audit.org-switch.v1 1 604800000 zstd --config cleanup.policy=compac
 create_topic audit.digests.v1 1 -1 zstd
 # The enricher's state topic (AUDITPIPE_ENRICHER__STATE_TOPIC) is compacted: it keeps the last switch
 # state per org forever, so it must not be auto-created with the broker's delete policy.
-create_topic audit.enricher.state.v1 6 -1 zstd --config cleanup.policy=compact
+create_topic audit.enricher.state.v1 1 604800000 zstd --config cleanup.policy=compact
+# The enricher's faust table changelog (<enricher.consumer_group>-suppressed_daily-changelog), as many
+# partitions as audit.raw.v1.
+create_topic auditpipe-enricher-suppressed_daily-changelog 6 604800000 producer --config cleanup.policy=compact
 
 "$KT" --bootstrap-server "$BOOTSTRAP" --describe --topic 'audit\..*' | grep -E '^Topic:' || true

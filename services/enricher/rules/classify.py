@@ -175,11 +175,59 @@ _API_CLIENT = re.compile(
 _BROWSER = re.compile(r"^Mozilla/\d")
 
 
+_WEBHOOK_PATH = re.compile(r"(?i)/(?:web)?hooks?/")
+_GIT_PATH = re.compile(r"(?:git-receive-pack|git-upload-pack)$")
+
+
 def is_webhook(headers: Mapping[str, str] | None, path: str | None) -> bool:
-    h = {k.lower() for k in (headers or {})}
-    if any(w in h for w in WEBHOOK_HEADERS):
-        return True
-    return bool(path and re.search(r"(?i)/(?:web)?hooks?/", path))
+    if headers:
+        for k in headers:
+            if k.lower() in _WEBHOOK_HEADER_SET:
+                return True
+    return bool(path and _WEBHOOK_PATH.search(path))
+
+
+_WEBHOOK_HEADER_SET = frozenset(WEBHOOK_HEADERS)
+
+
+def ua_kind(user_agent: str | None) -> str | None:
+    """What the User-Agent alone says: git, terraform, cli, browser, api, or None (pure; callers cache it)."""
+    ua = (user_agent or "").strip()
+    if _GIT.search(ua):
+        return "git"
+    if _TERRAFORM.search(ua):
+        return "terraform"
+    if _CLI.search(ua):
+        return "cli"
+    if _BROWSER.search(ua):
+        return "browser"
+    if _API_CLIENT.search(ua):
+        return "api"
+    return None
+
+
+def source_from(
+    kind: str | None,
+    webhook: bool,
+    headers: Mapping[str, str] | None,
+    path: str | None,
+    has_request: bool,
+    has_actor: bool,
+) -> str:
+    """The tool that made the call, given the User-Agent's :func:`ua_kind` and whether it is a webhook."""
+    if webhook:
+        return "webhook"
+    if kind == "git" or (path and _GIT_PATH.search(path)):
+        return "git"
+    if kind in ("terraform", "cli"):
+        return kind
+    if kind == "browser" or (headers or {}).get("x-requested-with", "").lower() == "xmlhttprequest":
+        return "console"
+    if kind == "api":
+        return "api"
+    if not has_request and not has_actor:
+        return "system"
+    return "api"
 
 
 def source_for(
@@ -190,22 +238,7 @@ def source_for(
     has_actor: bool,
 ) -> str:
     """The tool that made the call: webhook, git, terraform, cli, console, api or system."""
-    if is_webhook(headers, path):
-        return "webhook"
-    ua = (user_agent or "").strip()
-    if _GIT.search(ua) or (path and re.search(r"(?:git-receive-pack|git-upload-pack)$", path)):
-        return "git"
-    if _TERRAFORM.search(ua):
-        return "terraform"
-    if _CLI.search(ua):
-        return "cli"
-    if _BROWSER.search(ua) or (headers or {}).get("x-requested-with", "").lower() == "xmlhttprequest":
-        return "console"
-    if _API_CLIENT.search(ua):
-        return "api"
-    if not has_request and not has_actor:
-        return "system"
-    return "api"
+    return source_from(ua_kind(user_agent), is_webhook(headers, path), headers, path, has_request, has_actor)
 
 
 def actor_type_for(

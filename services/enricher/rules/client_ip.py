@@ -1,4 +1,4 @@
-"""Client IP behind proxies: Octopus's trusted-proxy rule (PROTOCOLS.md, seed 001).
+"""Client IP behind proxies: Octopus's trusted-proxy rule (docs/enricher.md, "Client IP").
 
 Read ``X-Forwarded-For`` only when the peer is a trusted proxy. Walk the header from the right and take
 the first address that is not trusted; if every address is trusted, take the leftmost. With no trusted
@@ -6,7 +6,9 @@ proxies configured the peer is always used.
 
 Edge cases (see docs/enricher.md):
 
-- ports are stripped (``1.2.3.4:80``, ``[2001:db8::1]:443``); brackets are removed; IPv4-mapped IPv6
+- ports are stripped (``1.2.3.4:80``, ``[2001:db8::1]:443``); brackets are removed; IPv6 zone ids
+  (``fe80::1%eth0``) are stripped — a zone names an interface of the machine that saw the address, it
+  means nothing elsewhere and must never reach ``client_ip``; IPv4-mapped IPv6
   (``::ffff:10.0.0.5``) is read as the IPv4 address; results are in normal compressed form;
 - whitespace around entries is ignored and empty entries (``a,,b``, trailing commas) are skipped;
 - a garbage entry (``unknown``, ``_hidden``, ``999.1.1.1``, a hostname) ends the walk: nothing left of
@@ -50,6 +52,10 @@ def parse_address(text: str | None) -> IPAddress | None:
         if not port.isdigit():
             return None
         s = host
+    if "%" in s:  # IPv6 zone id: only meaningful on the host that saw it
+        s = s.partition("%")[0]
+        if ":" not in s:
+            return None
     try:
         addr = ipaddress.ip_address(s)
     except ValueError:

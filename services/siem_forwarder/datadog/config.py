@@ -1,6 +1,6 @@
 """Datadog Logs destination config.
 
-API limits (docs.datadoghq.com/api/latest/logs/send-logs, PROTOCOLS.md): ``POST /api/v2/logs`` on the
+API limits (docs.datadoghq.com/api/latest/logs/send-logs; docs/forwarder.md): ``POST /api/v2/logs`` on the
 site's intake host (``https://http-intake.logs.<site>``), header ``DD-API-KEY``, JSON array of log items.
 Per request: at most 1000 entries, 5 MB uncompressed; a single log over 1 MB is truncated by Datadog (we
 dead-letter it instead, so nothing is silently cut); timestamps older than 18 h are dropped by Datadog.

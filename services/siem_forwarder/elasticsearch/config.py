@@ -1,6 +1,6 @@
 """Elasticsearch / OpenSearch destination config.
 
-API limits (Elastic bulk API docs, PROTOCOLS.md): ``POST /_bulk``, NDJSON pairs of action line
+API limits (Elastic bulk API docs; docs/forwarder.md): ``POST /_bulk``, NDJSON pairs of action line
 (``{"create":{"_index":…,"_id":event_id}}``) and document, ending with a newline; ``http.max_content_length``
 defaults to 100 MB — keep batches to a few MB (``batch.max_bytes`` default 5 MB). HTTP 200 may still carry
 per-item failures: ``errors`` and each item's ``status`` are read. Item 409 on ``create`` with our ``_id`` =

@@ -1,6 +1,6 @@
 """OTLP logs destination config.
 
-Protocol (OpenTelemetry OTLP spec, PROTOCOLS.md): ``POST <endpoint>/v1/logs`` with an
+Protocol (OpenTelemetry OTLP spec; docs/forwarder.md): ``POST <endpoint>/v1/logs`` with an
 ``ExportLogsServiceRequest`` in the protobuf JSON mapping (``Content-Type: application/json``; field names
 lowerCamelCase, 64-bit integers as strings, enums as integers). 200 = done, and the body may report
 ``partialSuccess.rejectedLogRecords``: the spec forbids retrying a partial success, so we bisect the batch

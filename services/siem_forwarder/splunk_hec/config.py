@@ -1,6 +1,6 @@
 """Splunk HEC destination config.
 
-API limits (Splunk docs, PROTOCOLS.md): ``POST /services/collector/event``, body = JSON event objects
+API limits (Splunk docs; docs/forwarder.md): ``POST /services/collector/event``, body = JSON event objects
 concatenated; header ``Authorization: Splunk <token>``. The server's ``max_content_length`` (commonly 1 MB
 in older releases, configurable) bounds a request: ``batch.max_bytes`` defaults to 900 KB. HTTP 200 means
 *accepted*, not indexed; with indexer acknowledgement (``ack = true``) every request carries

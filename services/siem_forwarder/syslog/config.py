@@ -1,7 +1,7 @@
 """Syslog destination config.
 
 Protocol (RFC 5424 message format; RFC 6587 octet-counting framing ``MSG-LEN SP SYSLOG-MSG`` over TCP,
-RFC 5425 over TLS; PROTOCOLS.md): ``<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] MSG``. Header
+RFC 5425 over TLS; docs/forwarder.md): ``<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] MSG``. Header
 field limits from RFC 5424: HOSTNAME 255, APP-NAME 48, PROCID 128, MSGID 32 printable US-ASCII; SD-ID
 with an ``@`` private enterprise number (default 32473, the documentation PEN of RFC 5612).
 No application-level acknowledgement exists: "delivered" means written to the socket and drained

@@ -1,10 +1,11 @@
 """Webhook destination config.
 
-Protocol (PROTOCOLS.md; the Stripe/GitHub style): ``POST`` a JSON array of events to ``url``. Each request
-carries ``X-Auditpipe-Timestamp: <unix seconds>`` and ``X-Auditpipe-Signature: sha256=<hex>`` where the
-hex is HMAC-SHA256(secret, timestamp + "." + body): a receiver recomputes it (rejecting forgeries) and
-rejects timestamps outside its tolerance (replays). Limits are the receiver's: ``batch.max_bytes`` default
-1 MB. 2xx = done; 408/429/5xx retry honouring ``Retry-After``; other 4xx -> dead letter.
+Protocol (the Stripe/GitHub style; docs/forwarder.md): ``POST`` a JSON array of events to ``url``. Each
+request carries ``X-Auditpipe-Timestamp: <unix seconds>`` and ``X-Auditpipe-Signature: sha256=<hex>``
+where the hex is HMAC-SHA256(secret, timestamp + "." + body): a receiver recomputes it (rejecting
+forgeries) and rejects timestamps outside its tolerance (replays). Limits are the receiver's:
+``batch.max_bytes`` default 1 MB. 2xx = done; 408/429/5xx retry honouring ``Retry-After``; other 4xx ->
+dead letter.
 """
 
 from __future__ import annotations
