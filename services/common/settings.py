@@ -208,6 +208,9 @@ class IntegritySettings(BaseModel):
         "passed its end by this much (covers inserts in flight and clock skew)",
     )
     interval_s: float = Field(default=60.0, gt=0, description="How often the sealer looks for due windows")
+    verify_parallelism: int = Field(
+        default=2, ge=1, le=64, description="Organisations verified side by side (one ClickHouse query each)"
+    )
     signing_key: SecretStr | None = Field(
         default=None,
         description="Ed25519 private key (PKCS#8 PEM, or base64 of the 32-byte seed) that signs digests",

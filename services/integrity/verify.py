@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -208,137 +209,174 @@ def verify(
     total = len(orgs)
     if progress:
         progress(0, total)
-    for i, o in enumerate(orgs, 1):
-        ds = sorted(union.get(o, {}).values(), key=lambda d: d.window_start)
-        sealed_end = max((d.window_end for d in ds), default=None)
-        if sealed_end is not None:
-            rep.sealed_through[o] = fmt(sealed_end) or ""
-        scope = [d for d in ds if in_range(d, since, until)]
-        lo = scope[0].window_start if scope else (since if since else None)
-        hi = scope[-1].window_end if scope else until
-        rep.windows += len(scope)
-        rep.events += sum(int(d.record["event_count"]) for d in scope)
-        if scope:
-            roots = store.window_roots(client, db, o, lo, hi)
-            signed = {}
-            for d in scope:
-                signed.setdefault(d.window_start, d)  # a fork is already reported
-            for ws, d in sorted(signed.items()):
-                r = roots.pop((o, ws), None)
-                n, root = (r.count, r.root) if r else (0, None)
-                want_n, want_root = int(d.record["event_count"]), d.record["merkle_root"]
-                if n != want_n or (want_n and root != want_root):
-                    rep.add(
-                        Finding(
-                            MEMBERSHIP,
-                            o,
-                            f"sealed_events now give {n} events"
-                            + (f" and root {root}" if root and root != want_root else "")
-                            + f"; the signed digest says {want_n} and root {want_root}",
-                            window_start=d.record["window_start"],
-                            window_end=d.record["window_end"],
-                        )
-                    )
-            for (_, ws), r in sorted(roots.items()):
-                if sealed_end is not None and ws < sealed_end:
-                    rep.add(
-                        Finding(
-                            MEMBERSHIP,
-                            o,
-                            f"sealed_events list {r.count} events in a window no signed digest covers",
-                            window_start=fmt(ws),
-                        )
-                    )
-        deleted: dict[str, store.EventProblem] = {}
-        columns: list[tuple[str, dict[str, str]]] = []
-        for p in store.event_problems(client, db, o, lo, hi, since, sealed_end):
-            if len(rep.findings) >= MAX_FINDINGS:
-                rep.truncated = True
-                break
-            where = {"window_start": fmt(p.window_start)} if p.window_start else {}
-            if not p.sealed:
-                rep.add(
+    done = 0
+
+    def one(o: str) -> Report:
+        # one client per worker: queries of two organisations run side by side
+        c = make_client(settings, send_receive_timeout=900)
+        return _check_org(settings, c, o, list(union.get(o, {}).values()), since, until, archives, cutoff)
+
+    with ThreadPoolExecutor(max_workers=max(1, cfg.verify_parallelism)) as pool:
+        results = {}
+        for o, sub in zip(orgs, pool.map(one, orgs), strict=True):
+            results[o] = sub
+            done += 1
+            if progress:
+                progress(done, total)
+    for o in orgs:
+        sub = results[o]
+        for f in sub.findings:
+            rep.add(f)
+        rep.windows += sub.windows
+        rep.events += sub.events
+        rep.pending += sub.pending
+        rep.sealed_through.update(sub.sealed_through)
+        rep.truncated = rep.truncated or sub.truncated
+    return rep
+
+
+def _check_org(
+    settings: Settings,
+    client: Any,
+    o: str,
+    digests: list[SignedDigest],
+    since: datetime | None,
+    until: datetime | None,
+    archives: Path | None,
+    cutoff: datetime,
+) -> Report:
+    """Membership and events of one organisation (step 2-3 of the module docstring)."""
+    cfg = settings.integrity
+    db = settings.clickhouse_database
+    sub = Report()
+    ds = sorted(digests, key=lambda d: d.window_start)
+    sealed_end = max((d.window_end for d in ds), default=None)
+    if sealed_end is not None:
+        sub.sealed_through[o] = fmt(sealed_end) or ""
+    scope = [d for d in ds if in_range(d, since, until)]
+    lo = scope[0].window_start if scope else (since if since else None)
+    hi = scope[-1].window_end if scope else until
+    sub.windows += len(scope)
+    sub.events += sum(int(d.record["event_count"]) for d in scope)
+    if scope:
+        roots = store.window_roots(client, db, o, lo, hi)
+        signed = {}
+        for d in scope:
+            signed.setdefault(d.window_start, d)  # a fork is already reported
+        for ws, d in sorted(signed.items()):
+            r = roots.pop((o, ws), None)
+            n, root = (r.count, r.root) if r else (0, None)
+            want_n, want_root = int(d.record["event_count"]), d.record["merkle_root"]
+            if n != want_n or (want_n and root != want_root):
+                sub.add(
                     Finding(
-                        INSERTED,
+                        MEMBERSHIP,
                         o,
-                        f"stored {fmt(p.first_stored)}, before the org's sealed end {fmt(sealed_end)}, "
-                        "but in no sealed window",
-                        event_id=p.event_id,
-                        source="clickhouse",
+                        f"sealed_events now give {n} events"
+                        + (f" and root {root}" if root and root != want_root else "")
+                        + f"; the signed digest says {want_n} and root {want_root}",
+                        window_start=d.record["window_start"],
+                        window_end=d.record["window_end"],
                     )
                 )
-                continue
-            if p.sealed_variants > 1:
-                rep.add(
-                    Finding(MEMBERSHIP, o, "sealed twice with different hashes", event_id=p.event_id, **where)
-                )
-            if p.copies == 0:
-                deleted[p.event_id] = p
-                continue
-            wrong = [h for h in p.stored_hashes if h != p.sealed_hash]
-            if wrong:
-                rep.add(
+        for (_, ws), r in sorted(roots.items()):
+            if sealed_end is not None and ws < sealed_end:
+                sub.add(
                     Finding(
-                        ALTERED,
+                        MEMBERSHIP,
                         o,
-                        f"stored bytes re-hash to {wrong[0]}, sealed {p.sealed_hash}",
-                        event_id=p.event_id,
-                        source="clickhouse",
-                        **where,
+                        f"sealed_events list {r.count} events in a window no signed digest covers",
+                        window_start=fmt(ws),
                     )
                 )
-            elif p.columns_changed:
-                columns.append((p.event_id, where))
-        if columns:
-            names = store.changed_columns(client, db, o, [e for e, _ in columns])
-            for eid, where in columns:
-                rep.add(
-                    Finding(
-                        ALTERED,
-                        o,
-                        "columns differ from the sealed record: " + (", ".join(names.get(eid, [])) or "?"),
-                        event_id=eid,
-                        source="clickhouse",
-                        **where,
-                    )
-                )
-        if deleted:
-            days = {p.occurred_at.date().isoformat() for p in deleted.values() if p.occurred_at}
-            found = _archive_lookup(archives or Path(settings.retention.archive_dir), o, days, set(deleted))
-            for eid, p in sorted(deleted.items()):
-                where = {"window_start": fmt(p.window_start)} if p.window_start else {}
-                if eid not in found:
-                    rep.add(
-                        Finding(
-                            DELETED,
-                            o,
-                            "sealed, but in neither ClickHouse nor an archive file",
-                            event_id=eid,
-                            **where,
-                        )
-                    )
-                elif found[eid][0] != p.sealed_hash:
-                    rep.add(
-                        Finding(
-                            ALTERED,
-                            o,
-                            f"archived line re-hashes to {found[eid][0]}, sealed {p.sealed_hash}",
-                            event_id=eid,
-                            source=f"archive:{found[eid][1]}",
-                            **where,
-                        )
-                    )
-        n, late = store.pending(client, db, o, sealed_end, cutoff)
-        rep.pending += n
-        if late and cfg.enabled and (until is None or until > (sealed_end or store.EPOCH)):
-            rep.add(
+    deleted: dict[str, store.EventProblem] = {}
+    columns: list[tuple[str, dict[str, str]]] = []
+    for p in store.event_problems(client, db, o, lo, hi, since, sealed_end):
+        if len(sub.findings) >= MAX_FINDINGS:
+            sub.truncated = True
+            break
+        where = {"window_start": fmt(p.window_start)} if p.window_start else {}
+        if not p.sealed:
+            sub.add(
                 Finding(
-                    UNSEALED_OVERDUE,
+                    INSERTED,
                     o,
-                    f"{late} event(s) stored before {fmt(cutoff)} are in no sealed window "
-                    f"(sealed through {fmt(sealed_end) or 'never'})",
+                    f"stored {fmt(p.first_stored)}, before the org's sealed end {fmt(sealed_end)}, "
+                    "but in no sealed window",
+                    event_id=p.event_id,
+                    source="clickhouse",
                 )
             )
-        if progress:
-            progress(i, total)
-    return rep
+            continue
+        if p.sealed_variants > 1:
+            sub.add(
+                Finding(MEMBERSHIP, o, "sealed twice with different hashes", event_id=p.event_id, **where)
+            )
+        if p.copies == 0:
+            deleted[p.event_id] = p
+            continue
+        wrong = [h for h in p.stored_hashes if h != p.sealed_hash]
+        if wrong:
+            sub.add(
+                Finding(
+                    ALTERED,
+                    o,
+                    f"stored bytes re-hash to {wrong[0]}, sealed {p.sealed_hash}",
+                    event_id=p.event_id,
+                    source="clickhouse",
+                    **where,
+                )
+            )
+        elif p.columns_changed:
+            columns.append((p.event_id, where))
+    if columns:
+        names = store.changed_columns(client, db, o, [e for e, _ in columns])
+        for eid, where in columns:
+            sub.add(
+                Finding(
+                    ALTERED,
+                    o,
+                    "columns differ from the sealed record: " + (", ".join(names.get(eid, [])) or "?"),
+                    event_id=eid,
+                    source="clickhouse",
+                    **where,
+                )
+            )
+    if deleted:
+        days = {p.occurred_at.date().isoformat() for p in deleted.values() if p.occurred_at}
+        found = _archive_lookup(archives or Path(settings.retention.archive_dir), o, days, set(deleted))
+        for eid, p in sorted(deleted.items()):
+            where = {"window_start": fmt(p.window_start)} if p.window_start else {}
+            if eid not in found:
+                sub.add(
+                    Finding(
+                        DELETED,
+                        o,
+                        "sealed, but in neither ClickHouse nor an archive file",
+                        event_id=eid,
+                        **where,
+                    )
+                )
+            elif found[eid][0] != p.sealed_hash:
+                sub.add(
+                    Finding(
+                        ALTERED,
+                        o,
+                        f"archived line re-hashes to {found[eid][0]}, sealed {p.sealed_hash}",
+                        event_id=eid,
+                        source=f"archive:{found[eid][1]}",
+                        **where,
+                    )
+                )
+    n, late = store.pending(client, db, o, sealed_end, cutoff)
+    sub.pending += n
+    if late and cfg.enabled and (until is None or until > (sealed_end or store.EPOCH)):
+        sub.add(
+            Finding(
+                UNSEALED_OVERDUE,
+                o,
+                f"{late} event(s) stored before {fmt(cutoff)} are in no sealed window "
+                f"(sealed through {fmt(sealed_end) or 'never'})",
+            )
+        )
+    return sub

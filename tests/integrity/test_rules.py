@@ -129,18 +129,17 @@ def test_settings_refuse_bad_public_keys_and_production_without_a_signing_key(mo
         load_settings(integrity={"public_keys": ["nope"]})
     tok = [{"producer": "p", "sha256": "0" * 64, "orgs": ["*"]}]
     qt = [{"principal": "a", "sha256": "0" * 64}]
+    prod = {
+        "env": "production",
+        "ingest": {"tokens": tok},
+        "query_api": {"tokens": qt},
+        "enricher": {"indicator_secret": "a-real-secret-0123456789"},
+    }
     with pytest.raises(SettingsError, match="SIGNING_KEY"):
-        load_settings(env="production", ingest={"tokens": tok}, query_api={"tokens": qt})
-    s = load_settings(
-        env="production",
-        ingest={"tokens": tok},
-        query_api={"tokens": qt},
-        integrity={"signing_key_file": "/k"},
-    )
+        load_settings(**prod)
+    s = load_settings(**prod, integrity={"signing_key_file": "/k"})
     assert s.integrity.signing_key_file is not None
-    load_settings(
-        env="production", ingest={"tokens": tok}, query_api={"tokens": qt}, integrity={"enabled": False}
-    )
+    load_settings(**prod, integrity={"enabled": False})
 
 
 def test_signing_key_is_masked_by_config_show() -> None:
