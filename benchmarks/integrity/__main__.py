@@ -1,6 +1,6 @@
 """``python -m benchmarks.integrity``: what tamper evidence costs.
 
-ClickHouse is a private server on port 20402 (data kept in ``.stack/bench-integrity``), so its CPU time is
+ClickHouse is a private server on port 20472 (data kept in ``.stack/bench-integrity``), so its CPU time is
 this benchmark's alone; Kafka is the local stack's.
 
 1. **Sealing as a share of the sink** (same run, same events): N canonical events are produced to a
@@ -50,7 +50,7 @@ WINDOW_S = 60
 BENCH_DB = "bench_integrity"
 
 
-CH_PORT = 20402
+CH_PORT = 20472
 
 
 def private_clickhouse(shared: Settings) -> tuple[Settings, Any]:
