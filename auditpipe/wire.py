@@ -30,7 +30,8 @@ DEFAULT_MAX_EVENT_BYTES = 256 * 1024
 DURABLE_PRODUCER_CONFIG: dict[str, Any] = {
     "acks": "all",
     "enable_idempotence": True,
-    "compression_type": "lz4",
+    # measured: cheaper than aiokafka's lz4 (which runs at level 9) and smaller (docs/operations.md)
+    "compression_type": "zstd",
     "linger_ms": 5,
     "max_batch_size": 1024 * 1024,
     "max_request_size": 8 * 1024 * 1024,

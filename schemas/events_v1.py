@@ -24,7 +24,7 @@ SCHEMA_VERSION = 1
 # Scrubbing can grow an event (a short secret becomes an 86-character indicator; at worst about 11x for a
 # payload of tiny sensitive keys), and the enriched topic accepts records up to 8 MiB: this bound keeps
 # every valid event storable.
-MAX_EVENT_BYTES = 512 * 1024
+MAX_EVENT_BYTES = 256 * 1024
 # Numbers without a fraction (integers, and floats such as 3e20) anywhere in an event, including
 # free-form JSON (payload, query, snapshot, changes), must lie within ±(2**53 - 1): RFC 8785, which defines
 # content_hash, represents numbers as IEEE doubles, exact only there, and JSON Schema calls every such

@@ -14,8 +14,13 @@ CREATE ROLE IF NOT EXISTS auditpipe_query_api;
 CREATE ROLE IF NOT EXISTS auditpipe_analyst;
 CREATE ROLE IF NOT EXISTS auditpipe_admin;
 
--- The sink: append rows, nothing else.
+-- The sink: append rows, nothing else. It writes the record bytes into the Null input table, whose view
+-- fills events (0012); it looks up and adds first-content entries (0013; never deletes one) and keeps
+-- conflicting records aside (0014).
 GRANT INSERT ON audit.events TO auditpipe_writer;
+GRANT INSERT ON audit.events_input TO auditpipe_writer;
+GRANT SELECT, INSERT ON audit.event_ids TO auditpipe_writer;
+GRANT INSERT ON audit.event_conflicts TO auditpipe_writer;
 
 -- The archive job (inside the sink, or `auditpipe archive run` from cron with its own user): read the
 -- rows it exports and verifies, read per-org retention, and delete exactly the archived days.
@@ -27,6 +32,7 @@ GRANT ALTER DELETE ON audit.events TO auditpipe_archiver;
 GRANT SELECT ON audit.events TO auditpipe_query_api;
 GRANT SELECT ON audit.events_dedup TO auditpipe_query_api;
 GRANT SELECT, INSERT ON audit.org_settings TO auditpipe_query_api;
+GRANT SELECT ON audit.event_conflicts TO auditpipe_query_api;
 
 -- Analysts who query ClickHouse directly: read-only. events_dedup is the view to use (never a duplicate);
 -- SELECT on events is needed because a normal view runs with the invoker's rights (SQL SECURITY INVOKER).

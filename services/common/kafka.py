@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from auditpipe.backoff import Backoff
 from auditpipe.wire import DURABLE_PRODUCER_CONFIG
 from schemas.events_v1 import DeadLetter
 from schemas.topics import DEADLETTER, TopicSpec, load_topics
@@ -91,10 +92,14 @@ def make_consumer(
 async def ensure_topics(
     settings: Settings, specs: Iterable[TopicSpec] | None = None, timeout_s: float = 60.0
 ) -> list[str]:
-    """Create missing topics from ``schemas/topics``; returns the names created."""
+    """Create missing topics from ``schemas/topics``; returns the names created.
+
+    A broker still starting is retried with the shared backoff (0.5 s doubling to 5 s, jittered) until
+    ``timeout_s``."""
     specs = list(specs) if specs is not None else list(load_topics().values())
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    last: Exception | None = None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    backoff = Backoff(initial_s=0.5, cap_s=5.0, jitter="equal")
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **_security(settings))
         try:
@@ -119,10 +124,10 @@ async def ensure_topics(
                     pass
             return created
         except Exception as e:  # noqa: BLE001 - broker still starting: retry until deadline
-            last = e
-            if asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError(f"could not create topics: {e!r}") from last
-            await asyncio.sleep(1.0)
+            left = deadline - loop.time()
+            if left <= 0:
+                raise RuntimeError(f"could not create topics: {e!r}") from e
+            await asyncio.sleep(min(backoff.next_delay(), left))
         finally:
             await admin.close()
 

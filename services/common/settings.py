@@ -47,7 +47,10 @@ class IngestSettings(BaseModel):
     max_batch_events: int = Field(default=1000, ge=1, le=100_000)
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     max_event_bytes: int = Field(
-        default=256 * 1024, ge=512, le=512 * 1024, description="Largest event as stored (contract: 512 KiB)"
+        default=256 * 1024,
+        ge=512,
+        le=256 * 1024,
+        description="Largest event as stored (the contract's limit: 256 KiB)",
     )
     envelope_max_bytes: int = Field(
         default=1024 * 1024,
@@ -112,16 +115,16 @@ class EnricherSettings(BaseModel):
     session_timeout_s: float = Field(default=10.0, ge=6.0, description="Kafka group session timeout")
     commit_interval_s: float = Field(default=1.0, gt=0, description="faust offset commit interval")
     max_in_flight: int = Field(
-        default=20_000,
+        default=50_000,
         ge=1,
         le=1_000_000,
         description="Events taken and not yet acked (outputs awaiting the broker) before consumption pauses",
     )
     batch_max_records: int = Field(
-        default=200, ge=1, le=10_000, description="Raw records (events or envelopes) taken per batch"
+        default=100, ge=1, le=10_000, description="Raw records (events or envelopes) taken per batch"
     )
     batch_max_wait_s: float = Field(
-        default=0.05, gt=0, le=5, description="Longest wait to fill a batch before processing what came"
+        default=0.02, gt=0, le=5, description="Longest wait to fill a batch before processing what came"
     )
     compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = Field(
         default="zstd",
@@ -405,6 +408,10 @@ class Settings(BaseSettings):
         ):
             raise ValueError("enricher.hash_mode=hmac needs AUDITPIPE_ENRICHER__HMAC_KEY")
         if self.env == "production":
+            if not self.ingest.tokens:
+                raise ValueError("production needs at least one ingest token (AUDITPIPE_INGEST__TOKENS)")
+            if not self.query_api.tokens:
+                raise ValueError("production needs at least one query token (AUDITPIPE_QUERY_API__TOKENS)")
             if (
                 self.enricher.hash_mode == "indicator"
                 and self.enricher.indicator_secret.get_secret_value() == DEV_INDICATOR_SECRET
@@ -412,10 +419,6 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "production needs a secret of its own in AUDITPIPE_ENRICHER__INDICATOR_SECRET"
                 )
-            if not self.ingest.tokens:
-                raise ValueError("production needs at least one ingest token (AUDITPIPE_INGEST__TOKENS)")
-            if not self.query_api.tokens:
-                raise ValueError("production needs at least one query token (AUDITPIPE_QUERY_API__TOKENS)")
             i = self.integrity
             if i.enabled and i.signing_key is None and i.signing_key_file is None:
                 raise ValueError(

@@ -1,4 +1,4 @@
-"""``python -m services.enricher``: same as ``auditpipe enricher run``."""
+"""``python -m services.enricher``: one worker, as ``auditpipe enricher`` runs it."""
 
 from __future__ import annotations
 

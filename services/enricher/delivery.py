@@ -150,8 +150,13 @@ class BulkDelivery:
         await self.start()
         groups: dict[tuple[str, int], _Group] = {}
         self._rr += 1
+        counts: dict[str, int] = {}
+        crc32 = zlib.crc32
         for topic, key, value in outputs:
-            p = partition_for(key, await self._partition_count(topic), self._rr)
+            n = counts.get(topic)
+            if n is None:
+                n = counts[topic] = await self._partition_count(topic)
+            p = crc32(key) % n if key is not None else self._rr % n
             g = groups.get((topic, p))
             if g is None:
                 g = groups[(topic, p)] = _Group(topic, p, [])

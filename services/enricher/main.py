@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient
@@ -42,7 +43,8 @@ async def prepare(settings: Settings) -> int:
         await admin.close()
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, rules: Any = None) -> int:
+    """Run one worker in this process (``rules`` replaces the enricher's rules: benchmarks only)."""
     configure_logging("enricher", settings.log_level)
     try:
         partitions = asyncio.run(prepare(settings))
@@ -51,7 +53,7 @@ def run(settings: Settings) -> int:
         return 1
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    app = create_app(settings, partitions)
+    app = create_app(settings, partitions, rules)
     es = settings.enricher
 
     async def ready() -> tuple[bool, dict]:
@@ -80,3 +82,52 @@ def run(settings: Settings) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     return 0
+
+
+def run_workers(settings: Settings, n: int) -> int:
+    """``n`` worker processes (``python -m services.enricher``) in the enricher's one consumer group.
+
+    Scale is by processes: one worker uses one core (faust runs one event loop). Worker ``i`` serves
+    health and metrics on ``web_port + i`` and keeps faust's data under ``data_dir/<i>``. SIGTERM and
+    Ctrl-C are passed on; when one worker exits, the others are stopped and this returns its exit code, so
+    a supervisor (``auditpipe run``, systemd, Kubernetes) restarts the group.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    configure_logging("enricher", settings.log_level)
+    es = settings.enricher
+    procs = []
+    for i in range(n):
+        (es.data_dir / str(i)).mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "AUDITPIPE_ENRICHER__WEB_PORT": str(es.web_port + i),
+            "AUDITPIPE_ENRICHER__DATA_DIR": str(es.data_dir / str(i)),
+            "AUDITPIPE_ENRICHER__WORKERS": "1",
+        }
+        procs.append(subprocess.Popen([sys.executable, "-m", "services.enricher"], env=env))
+    log(logger, logging.INFO, "enricher workers started", workers=n, pids=[p.pid for p in procs])
+
+    def forward(signum: int, _frame: object) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    while all(p.poll() is None for p in procs):
+        time.sleep(0.2)
+    code = next(p.returncode for p in procs if p.poll() is not None) or 0
+    forward(signal.SIGTERM, None)
+    for p in procs:
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    log(logger, logging.INFO, "enricher workers stopped", exit_code=code)
+    return code

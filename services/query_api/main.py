@@ -18,7 +18,7 @@ from services.common.metrics import counter, histogram
 from services.common.settings import Settings, get_settings
 from services.common.tokens import TokenStore
 from services.query_api.audit import AuditPublisher
-from services.query_api.routes import archives, events, health, me, retention, timeline
+from services.query_api.routes import archives, conflicts, events, health, me, retention, timeline
 from services.query_api.routes import integrity as integrity_routes
 
 STATIC = Path(__file__).parent / "static"
@@ -58,9 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tokens = TokenStore(settings)
 
     # archives and timeline before events: they must match before /api/events/{event_id}
-    for r in (health.router, me.router, archives.router, timeline.router, events.router, retention.router):
-        app.include_router(r)
-    app.include_router(integrity_routes.router)
+    routers = (health, me, archives, timeline, events, retention, conflicts, integrity_routes)
+    for r in routers:
+        app.include_router(r.router)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
+from auditpipe.backoff import Backoff, sleep_unless_stopped
 from schemas.topics import DEADLETTER, TopicSpec, load_topics
 from services.common.kafka import ensure_topics, kafka_ready, make_producer
 from services.common.logging import get_logger, log
@@ -18,7 +20,7 @@ from services.siem_forwarder.util.config import DestinationConfig
 from services.siem_forwarder.util.runner import DestinationRunner
 
 LOG = get_logger("auditpipe.forwarder")
-RESTART_DELAY_S = 5.0
+STABLE_S = 60.0  # a runner that ran this long before crashing restarts after the shortest delay
 
 
 def dead_letter_specs(cfg: ForwarderConfig) -> list[TopicSpec]:
@@ -68,7 +70,10 @@ class Forwarder:
             await producer.stop()
 
     async def _supervise(self, d: DestinationConfig, producer: object) -> None:
+        """Run the destination; restart it after a crash with the shared backoff (1 s doubling to 60 s)."""
+        backoff = Backoff(initial_s=1.0, cap_s=60.0, jitter="equal")
         while not self.stop.is_set():
+            started = time.monotonic()
             try:
                 encoder, client = d.build()  # e.g. an unreadable CA file fails here: retried, isolated
                 runner = DestinationRunner(
@@ -87,17 +92,18 @@ class Forwarder:
                 if d.name in self.runners:
                     self.runners[d.name].status.state = "crashed"
                     self.runners[d.name].status.last_error = self.crashes[d.name]
+                if time.monotonic() - started >= STABLE_S:
+                    backoff.reset()
+                delay = backoff.next_delay()
                 log(
                     LOG,
                     logging.ERROR,
                     "destination runner crashed; restarting",
                     destination=d.name,
                     error=repr(e),
+                    restart_in_s=round(delay, 2),
                 )
-                try:
-                    await asyncio.wait_for(self.stop.wait(), RESTART_DELAY_S)
-                except TimeoutError:
-                    pass
+                await sleep_unless_stopped(delay, self.stop)
 
     async def ready(self) -> tuple[bool, dict]:
         ok = await kafka_ready(self.settings, timeout_s=2.0)

@@ -9,8 +9,18 @@ BATCHES = counter("sink", "batches_total", "Batches inserted and committed")
 INSERT_SECONDS = histogram(
     "sink",
     "insert_duration_seconds",
-    "Duration of one successful ClickHouse insert (a whole batch, splits included)",
+    "Duration of one successful write of a batch: records (splits included), event ids, conflicts",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+REDELIVERED = counter(
+    "sink",
+    "redelivered_total",
+    "Records skipped because their event_id is already stored with the same content (exact redeliveries)",
+)
+CONFLICTS = counter(
+    "sink",
+    "conflicts_total",
+    "Records whose event_id is already stored with other content: kept in event_conflicts, never stored",
 )
 RETRIES = counter("sink", "insert_retries_total", "Insert attempts that failed transiently and were retried")
 DEAD_LETTERED = counter(

@@ -1,7 +1,9 @@
-"""Enriched event (JSON bytes from ``audit.events.v1``) -> one row of ``audit.events``.
+"""Enriched event (JSON bytes from ``audit.events.v1``) -> one row of ``audit.events``, in Python.
 
-Pure functions, used by the sink and by anything that must write rows exactly as the sink does
-(tests, benchmark generators). Column order is :data:`COLUMNS`.
+The reference mapping of a record to the columns of ``events``. The sink no longer uses it: it hands
+ClickHouse the record bytes and the view of migration 0012 computes the same columns in C++
+(``tests/sink/test_input_view.py`` proves both agree, column by column). It stays for what writes rows
+directly: tests and benchmark generators. Column order is :data:`COLUMNS`.
 """
 
 from __future__ import annotations

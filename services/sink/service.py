@@ -1,17 +1,22 @@
 """The sink: ``audit.events.v1`` -> ClickHouse ``events``, as a chain of steps.
 
     source (aiokafka consumer group, manual commits)
-      -> parse (rows.row_from_json; invalid -> dead letter, offset still advances)
-      -> batch (rows / bytes / seconds; batch.Batch)
-      -> insert (writer.insert_batch: Native + lz4, insert_deduplication_token, bisect bad rows)
-      -> dead letters (acknowledged by Kafka)
-      -> commit (exactly the offsets of that batch)
+      -> read    (records.read_key: event_id, org_id, content_hash, occurred_at; unreadable -> dead letter,
+                  the offset still advances)
+      -> batch   (rows / bytes / seconds; batch.Batch holds the record bytes)
+      -> lookup  (writer.lookup: which ids event_ids knows; records.classify: new / redelivered / conflict)
+      -> insert  (writer.insert_records: the new records' bytes, FORMAT JSONAsString into events_input,
+                  insert_deduplication_token of coordinates + inserted ids, bisect bad rows)
+      -> ids     (writer.remember: event_ids entries of what was inserted)
+      -> conflicts (writer.insert_conflicts) and dead letters (acknowledged by Kafka)
+      -> commit  (exactly the offsets of that batch)
 
-Nothing is lost: offsets are committed only after the insert and the dead letters of the batch succeeded.
-Memory is bounded: one batch at most (``batch_max_rows`` / ``batch_max_bytes``); while a batch cannot be
-written the assigned partitions are paused and the insert retried with exponential backoff and full jitter,
-forever (never a crash loop), until ClickHouse accepts it or the process is asked to stop — then the batch
-is abandoned uncommitted and re-read by whoever owns the partitions next.
+Nothing is lost: offsets are committed only after every write of the batch succeeded. Memory is bounded:
+one batch filling and one being written at most (``batch_max_rows`` / ``batch_max_bytes``); while a batch
+cannot be written the assigned partitions are paused and the write retried with exponential backoff and
+full jitter (:mod:`auditpipe.backoff`), forever (never a crash loop), until ClickHouse accepts it or the
+process is asked to stop — then the batch is abandoned uncommitted and re-read by whoever owns the
+partitions next.
 """
 
 from __future__ import annotations
@@ -19,14 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
-from pydantic import ValidationError
 
+from auditpipe.backoff import Backoff, sleep_unless_stopped
 from schemas.events_v1 import DeadLetter
 from services.common.clickhouse import make_client
 from services.common.kafka import encode_original, kafka_ready, make_consumer, make_producer, send_dead_letter
@@ -34,48 +39,34 @@ from services.common.logging import log
 from services.common.settings import Settings
 from services.sink import metrics as m
 from services.sink.batch import TP, Batch
-from services.sink.rows import row_from_json
-from services.sink.writer import insert_batch
+from services.sink.records import RecordError, classify, ids_of_any, parse_time, read_key
+from services.sink.writer import insert_conflicts, insert_records, lookup, remember
 
 logger = logging.getLogger("auditpipe.sink")
 
+# The tables of migrations 0012-0014 (the events table itself is ``sink.table``).
+INPUT_SUFFIX = "_input"
+EVENT_IDS = "event_ids"
+CONFLICTS = "event_conflicts"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-def backoff_delay(attempt: int, initial: float, cap: float, rng: random.Random | None = None) -> float:
-    """Exponential backoff with full jitter: uniform(0, min(cap, initial * 2**attempt))."""
-    r = rng or random
-    return r.uniform(0, min(cap, initial * (2 ** min(attempt, 30))))
 
-
-def parse_message(topic: str, partition: int, offset: int, value: bytes | None) -> list[Any] | DeadLetter:
-    """One Kafka message -> a row, or a dead letter naming why it cannot be stored."""
-    try:
-        if value is None:
-            raise ValueError("empty message (tombstone)")
-        return row_from_json(value)
-    except Exception as e:  # noqa: BLE001 - every failure becomes a dead letter with the reason
-        reason = "invalid_message"
-        if isinstance(e, ValidationError):
-            first = e.errors()[0].get("type", "") if e.errors() else ""
-            reason = "invalid_json" if first == "json_invalid" else "validation_error"
-        org = event_id = None
-        with contextlib.suppress(Exception):
-            import orjson
-
-            d = orjson.loads(value or b"")
-            if isinstance(d, dict):
-                org = d.get("org_id") if isinstance(d.get("org_id"), str) else None
-                event_id = str(d.get("event_id")) if d.get("event_id") is not None else None
-        return DeadLetter(
-            stage="sink",
-            reason=reason,
-            error=" ".join(str(e).split())[:2000],
-            source_topic=topic,
-            source_partition=partition,
-            source_offset=offset,
-            event_id=event_id,
-            org_id=org,
-            original=encode_original(value),
-        )
+def dead_letter(
+    topic: str, partition: int, offset: int, value: bytes | None, reason: str, error: str
+) -> DeadLetter:
+    """A dead letter of the sink carrying the record as it came (and its ids when they can be read)."""
+    event_id, org = ids_of_any(value)
+    return DeadLetter(
+        stage="sink",
+        reason=reason,
+        error=" ".join(error.split())[:2000],
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        event_id=event_id,
+        org_id=org,
+        original=encode_original(value),
+    )
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -99,7 +90,11 @@ class Sink:
         self.s = settings
         self.cfg = settings.sink
         self.stop = stop or asyncio.Event()
-        self.table = f"{settings.clickhouse_database}.{self.cfg.table}"
+        db = settings.clickhouse_database
+        self.table = f"{db}.{self.cfg.table}"
+        self.input_table = f"{db}.{self.cfg.table}{INPUT_SUFFIX}"
+        self.ids_table = f"{db}.{EVENT_IDS}"
+        self.conflicts_table = f"{db}.{CONFLICTS}"
         self.batch = self._new_batch()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -162,14 +157,23 @@ class Sink:
             log(logger, logging.INFO, "dropped uncommitted rows of revoked partitions", rows=dropped)
 
     def consume(self, records: dict[TopicPartition, list[Any]]) -> None:
+        """Read the members the sink needs from each record; the bytes go into the batch as they are."""
+        batch = self.batch
         for tp, msgs in records.items():
+            topic, partition = tp.topic, tp.partition
             for msg in msgs:
-                parsed = parse_message(tp.topic, tp.partition, msg.offset, msg.value)
-                if isinstance(parsed, DeadLetter):
-                    self.batch.add_dead(tp.topic, tp.partition, msg.offset, parsed)
-                else:
-                    self.batch.add(tp.topic, tp.partition, msg.offset, msg.value, parsed)
-        m.BUFFERED_ROWS.set(len(self.batch))
+                try:
+                    key = read_key(msg.value)
+                except RecordError as e:
+                    batch.add_dead(
+                        topic,
+                        partition,
+                        msg.offset,
+                        dead_letter(topic, partition, msg.offset, msg.value, e.reason, str(e)),
+                    )
+                    continue
+                batch.add(topic, partition, msg.offset, msg.value, key)
+        m.BUFFERED_ROWS.set(len(batch))
 
     async def _dead_letters(self, letters: list[DeadLetter]) -> None:
         assert self.producer is not None
@@ -178,39 +182,100 @@ class Sink:
             m.DEAD_LETTERED.labels(letter.reason).inc()
 
     async def _write_once(self, batch: Batch) -> None:
-        """Parse letters -> insert (bisecting bad rows) -> bad-row letters. Raises on transient failure."""
+        """Letters -> lookup -> insert (bisecting bad rows) -> ids -> conflicts -> bad-row letters.
+
+        Raises on transient failure; every ClickHouse step is idempotent, so a retry repeats them all:
+        the plan (which records are new) is decided once per batch, the insert carries the same token,
+        ``event_ids`` entries are rewritten with the same values and the conflicts carry their own token.
+        """
         if batch.letters:
             await self._dead_letters(batch.letters)
             batch.letters = []  # acknowledged: not re-sent on a retry
-        if batch.rows:
-            t0 = time.perf_counter()
-            inserted, rejected = await asyncio.to_thread(
-                lambda: insert_batch(self.client(), self.table, batch.rows, batch.token())
+        if not batch.values:
+            return
+        client = self.client()
+        if batch.plan is None:
+            ids = list(dict.fromkeys(k.event_id for k in batch.keys))
+            stored = await asyncio.to_thread(lookup, client, self.ids_table, ids)
+            batch.plan = classify(batch.keys, stored)
+            batch.stored_at = datetime.now(UTC)
+        plan, stored_at = batch.plan, batch.stored_at
+        assert stored_at is not None
+        new_ids = [batch.keys[i].event_id for i in plan.new]
+        token = batch.token(new_ids)
+        t0 = time.perf_counter()
+        inserted, rejected = await asyncio.to_thread(
+            insert_records, client, self.input_table, [batch.values[i] for i in plan.new], token
+        )
+        bad = {plan.new[r.index] for r in rejected}
+        await asyncio.to_thread(
+            remember, client, self.ids_table, [batch.keys[i] for i in plan.new if i not in bad], stored_at
+        )
+        if plan.conflicts:
+            await asyncio.to_thread(
+                insert_conflicts,
+                client,
+                self.conflicts_table,
+                self._conflict_rows(batch),
+                f"{token}#conflicts",
             )
-            m.INSERT_SECONDS.observe(time.perf_counter() - t0)
-            m.ROWS_INSERTED.inc(inserted)
-            self.inserted_total += inserted
-            letters = []
-            for r in rejected:
-                topic, part, off = batch.sources[r.index]
-                row = batch.rows[r.index]
-                letters.append(
-                    DeadLetter(
-                        stage="sink",
-                        reason="clickhouse_bad_data",
-                        error=r.error,
-                        source_topic=topic,
-                        source_partition=part,
-                        source_offset=off,
-                        event_id=str(row[0]),
-                        org_id=row[1],
-                        original=encode_original(batch.values[r.index]),
-                    )
-                )
-            if letters:
-                log(logger, logging.WARNING, "rows rejected by ClickHouse", rows=len(letters))
-                await self._dead_letters(letters)
-            batch.rows = []  # inserted: a retry (of the commit) must not insert again
+        m.INSERT_SECONDS.observe(time.perf_counter() - t0)
+        letters = [
+            dead_letter(
+                *batch.sources[plan.new[r.index]],
+                batch.values[plan.new[r.index]],
+                "clickhouse_bad_data",
+                r.error,
+            )
+            for r in rejected
+        ]
+        if letters:
+            log(logger, logging.WARNING, "rows rejected by ClickHouse", rows=len(letters))
+            await self._dead_letters(letters)
+        for i, s in plan.conflicts:
+            k = batch.keys[i]
+            log(
+                logger,
+                logging.WARNING,
+                "conflicting record kept aside: its event_id is stored with other content",
+                event_id=k.event_id,
+                org_id=k.org_id,
+                content_hash=k.content_hash[:64],
+                stored_org_id=s.org_id,
+                stored_content_hash=s.content_hash,
+                source=f"{batch.sources[i][0]}/{batch.sources[i][1]}/{batch.sources[i][2]}",
+            )
+        m.ROWS_INSERTED.inc(inserted)
+        m.REDELIVERED.inc(len(plan.redelivered))
+        m.CONFLICTS.inc(len(plan.conflicts))
+        self.inserted_total += inserted
+        batch.values, batch.keys = [], []  # written: a retry (of the commit) must not write again
+
+    @staticmethod
+    def _conflict_rows(batch: Batch) -> list[list[Any]]:
+        assert batch.plan is not None and batch.stored_at is not None
+        rows = []
+        for i, s in batch.plan.conflicts:
+            k = batch.keys[i]
+            topic, partition, offset = batch.sources[i]
+            stored_occ = s.occurred_at if isinstance(s.occurred_at, datetime) else parse_time(s.occurred_at)
+            rows.append(
+                [
+                    k.event_id,
+                    k.org_id,
+                    parse_time(k.occurred_at) or _EPOCH,
+                    k.content_hash,
+                    s.org_id,
+                    stored_occ or _EPOCH,
+                    s.content_hash,
+                    s.inserted_at or batch.stored_at,
+                    batch.values[i],
+                    topic,
+                    partition,
+                    offset,
+                ]
+            )
+        return rows
 
     async def _commit(self, batch: Batch) -> None:
         assert self.consumer is not None
@@ -232,13 +297,13 @@ class Sink:
     async def flush(self, batch: Batch, give_up_on_stop: bool = True) -> bool:
         """Write and commit ``batch``; True when done, False when abandoned because of stop.
 
-        Transient failures pause every assigned partition and retry the same batch (same dedup tokens)
-        with exponential backoff and full jitter, for as long as it takes.
+        Transient failures pause every assigned partition and retry the same batch (same plan, same
+        tokens) with exponential backoff and full jitter, for as long as it takes.
         """
         if batch.empty:
             return True
         self._revoked_during_flush = set()
-        attempt = 0
+        backoff = Backoff(self.cfg.retry_initial_backoff_s, self.cfg.retry_max_backoff_s, jitter="full")
         paused: list[TopicPartition] = []
         try:
             while True:
@@ -252,23 +317,18 @@ class Sink:
                         self.consumer.pause(*paused)
                         m.PAUSED.set(1)
                     self._client = None  # reconnect on the next attempt
-                    delay = backoff_delay(
-                        attempt, self.cfg.retry_initial_backoff_s, self.cfg.retry_max_backoff_s
-                    )
-                    attempt += 1
+                    delay = backoff.next_delay()
                     log(
                         logger,
                         logging.WARNING,
                         "insert failed; retrying",
-                        attempt=attempt,
+                        attempt=backoff.attempt,
                         delay_s=round(delay, 2),
                         error=" ".join(str(e).split())[:300],
                     )
                     if give_up_on_stop and self.stop.is_set():
                         return False
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.stop.wait(), delay)
-                    if give_up_on_stop and self.stop.is_set():
+                    if await sleep_unless_stopped(delay, self.stop) and give_up_on_stop:
                         return False
             await self._commit(batch)
             m.BATCHES.inc()
@@ -297,7 +357,8 @@ class Sink:
         """Consume until ``stop`` is set; then finish (or abandon) what is in flight and exit.
 
         One batch is written while the next one fills (at most two batches in memory, arroyo-style);
-        batches are written and committed strictly in order, so a commit never skips an unwritten batch.
+        batches are written and committed strictly in order, so a commit never skips an unwritten batch,
+        and a batch's lookup always sees the ids of every batch before it.
         """
         assert self.consumer is not None
         abandoned = False

@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from auditpipe.backoff import Backoff
 from services.common.logging import get_logger, log
 
 logger = get_logger("auditpipe.supervisor")
@@ -25,19 +26,22 @@ DEFAULT_SERVICES = ("ingest", "enricher", "sink", "forwarder", "api", "seal")
 
 @dataclass
 class RestartPolicy:
-    """Exponential backoff per child; a child that stayed up ``stable_s`` starts again from ``base_s``."""
+    """Exponential backoff per child (the shared :class:`auditpipe.backoff.Backoff`); a child that stayed up
+    ``stable_s`` starts again from ``base_s``. No jitter: each child is one process restarting alone, and
+    an operator reading the log sees the delays double."""
 
     base_s: float = 0.5
     cap_s: float = 30.0
     stable_s: float = 60.0
-    failures: int = 0
+    backoff: Backoff = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.backoff = Backoff(initial_s=self.base_s, cap_s=self.cap_s, jitter="none")
 
     def next_delay(self, uptime_s: float) -> float:
         if uptime_s >= self.stable_s:
-            self.failures = 0
-        delay = min(self.cap_s, self.base_s * (2**self.failures))
-        self.failures += 1
-        return delay
+            self.backoff.reset()
+        return self.backoff.next_delay()
 
 
 @dataclass

@@ -174,7 +174,7 @@ def ingest_server(kafka_settings: Settings):  # noqa: ANN201
         AUDITPIPE_INGEST__TOPIC=topic,
         AUDITPIPE_INGEST__PORT=str(SERVER_PORT),
         AUDITPIPE_INGEST__MAX_BATCH_EVENTS="50",
-        AUDITPIPE_INGEST__MAX_BODY_BYTES=str(256 * 1024),
+        AUDITPIPE_INGEST__MAX_BODY_BYTES=str(8 * 1024 * 1024),  # oversized generated lists meet validation
         AUDITPIPE_INGEST__MAX_JSON_DEPTH="16",
         AUDITPIPE_INGEST__PUBLISH_DEADLINE_S="3",
         AUDITPIPE_INGEST__TOKENS=json.dumps([t.model_dump() for t in token_settings()]),

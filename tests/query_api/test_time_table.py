@@ -15,7 +15,7 @@ from services.common.clickhouse import make_client
 from services.common.migrations import migrate
 from services.query_api import query as Q
 from services.sink.rows import COLUMNS, row_from_event
-from services.sink.writer import insert_batch
+from services.sink.writer import insert_records
 from tests.conftest import unique
 from tests.query_api.conftest import (
     NOW,
@@ -210,10 +210,10 @@ def test_sink_retry_reaches_events_and_every_view_once(api_settings) -> None:  #
     db = api_settings.clickhouse_database
     ch = make_client(api_settings)
     evs = [make_event(5000 + i, change=f"retry probe {i}") for i in range(10)]
-    rows = [row_from_event(e) for e in evs]
+    records = [e.model_dump_json().encode() for e in evs]  # the sink sends the record bytes (0012)
     token = unique("retry-token")
     for _ in range(2):
-        assert insert_batch(ch, f"{db}.events", rows, token) == (10, [])
+        assert insert_records(ch, f"{db}.events_input", records, token) == (10, [])
     want = sorted(str(e.event_id) for e in evs)
     for table in ("events", "events_by_time", "events_by_target"):
         got = ch.query(

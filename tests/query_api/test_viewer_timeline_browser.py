@@ -17,7 +17,6 @@ import os
 import random
 import re
 import shutil
-import uuid
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -74,16 +73,17 @@ def demo_events() -> list[EnrichedEvent]:
     raws += rec.events
     enricher = Enricher.from_settings(EnricherSettings(trusted_proxies=["10.0.0.0/8"]))
     out = []
-    for raw in raws:
-        t = raw.occurred_at
-        out.append(
-            enricher.enrich(
-                raw,
-                fallback_event_id=uuid.uuid4(),
-                fallback_received_at=t + timedelta(milliseconds=40),
-                now=t,
-            )
+    for i, raw in enumerate(raws):
+        # the Kafka timestamp is the enriched_at of an event (and its received_at when it has none)
+        ts = int((raw.occurred_at + timedelta(milliseconds=40)).timestamp() * 1000)
+        (enriched,) = enricher.process(
+            raw.model_dump_json(exclude_none=True).encode(),
+            topic="raw",
+            partition=0,
+            offset=i,
+            timestamp_ms=ts,
         )
+        out.append(EnrichedEvent.model_validate_json(enriched.value))
     return out
 
 

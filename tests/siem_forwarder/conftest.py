@@ -58,8 +58,18 @@ async def produce(settings: Settings, topic: str, events: list[dict[str, Any]]) 
     producer = make_producer(settings)
     await producer.start()
     try:
-        futs = [await producer.send(topic, encode(e), key=e["org_id"].encode()) for e in events]
+        futs = [await producer.send(topic, encode(e), key=e["event_id"].encode()) for e in events]
         await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+
+
+async def produce_raw(settings: Settings, topic: str, values: list[bytes]) -> None:
+    """Records as they are (not necessarily JSON), to one partition."""
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(topic, v, key=b"raw") for v in values])
     finally:
         await producer.stop()
 

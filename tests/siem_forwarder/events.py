@@ -1,4 +1,5 @@
-"""Valid enriched events (``EnrichedEvent`` JSON with a correct ``content_hash``) for the forwarder tests."""
+"""Valid enriched events (``EnrichedEvent`` JSON with a correct ``content_hash``) for the forwarder tests,
+and their records as the enricher writes them on ``audit.events.v1`` (canonical JSON, key = event_id)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import orjson
 
 from schemas.events_v1 import EnrichedEvent
-from schemas.integrity import content_hash_of
+from schemas.integrity import content_hash_of, event_record
 
 
 def make_event(
@@ -50,4 +51,5 @@ def make_event(
 
 
 def encode(ev: dict[str, Any]) -> bytes:
-    return orjson.dumps(ev)
+    """The record of ``ev``: RFC 8785 canonical JSON with its content_hash (schemas.integrity)."""
+    return event_record(ev)

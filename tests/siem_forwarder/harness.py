@@ -9,6 +9,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from services.siem_forwarder.config import parse_config
 from services.siem_forwarder.util.config import DestinationConfig
 from tests.siem_forwarder.events import make_event
@@ -163,6 +165,23 @@ class Harness:
         if isinstance(self.receiver, Rsyslog):
             return self.receiver.poll()
         return self.receiver.received
+
+    def carries(self, record: bytes) -> bool:
+        """Whether ``record`` reached the receiver byte for byte (syslog: as MSG; OTLP: as a body string;
+        otherwise as a JSON value inside a request body)."""
+        if isinstance(self.receiver, Rsyslog):
+            self.receiver.poll()
+            return any(line["msg"].encode() == record for line in self.receiver.lines)
+        if isinstance(self.receiver, OtlpReceiver):
+            text = record.decode()
+            return any(
+                lr["body"]["stringValue"] == text
+                for b in self.receiver.bodies
+                for rl in orjson.loads(b)["resourceLogs"]
+                for sl in rl["scopeLogs"]
+                for lr in sl["logRecords"]
+            )
+        return any(record in b for b in self.receiver.bodies)
 
     def first_seen(self) -> dict[str, float]:
         self.received()

@@ -12,6 +12,7 @@ import asyncio
 
 import pytest
 
+from schemas.integrity import verify_record
 from tests.siem_forwarder.conftest import (
     committed_total,
     forwarding,
@@ -21,7 +22,7 @@ from tests.siem_forwarder.conftest import (
     unique_name,
     wait_until,
 )
-from tests.siem_forwarder.events import make_event
+from tests.siem_forwarder.events import encode, make_event
 from tests.siem_forwarder.harness import Harness
 
 pytestmark = pytest.mark.kafka
@@ -45,6 +46,27 @@ async def test_batch_delivered(harness: Harness, kafka_settings, events_topic) -
     assert metric("sent_events_total", name) >= 60
     assert metric("last_success_timestamp_seconds", name) > 0
     assert metric("retried_events_total", name) == 0
+
+
+async def test_records_arrive_byte_identical_and_verifiable(
+    harness: Harness, kafka_settings, events_topic
+) -> None:
+    """The forwarded JSON is the record as the enricher wrote it, byte for byte: content_hash verifies at
+    the destination by stripping its member, with no re-serialisation (schemas.integrity)."""
+    name = unique_name(harness.kind)
+    events = [make_event(i, action="deployment:create" if i % 2 else "variable:update") for i in range(20)]
+    events.append(make_event(99, org="org_ü", action="project:update"))  # non-ASCII travels unchanged
+    # numbers RFC 8785 spells unlike a JSON library (it writes 100000000000000000000 and 0.000001, orjson
+    # 1e+20 and 1e-6): an event decoded and encoded again on the way would no longer verify
+    events[0]["changes"] = [{"field": "quota", "before": 1e20, "after": 0.000001}]
+    ids = {e["event_id"] for e in events}
+    await produce(kafka_settings, events_topic, events)
+    async with forwarding(kafka_settings, harness.config(name), events_topic):
+        await wait_until(lambda: ids <= set(harness.received()), 20, "all events at the receiver")
+    for e in events:
+        record = encode(e)
+        assert verify_record(record, strict=True)
+        assert harness.carries(record), e["event_id"]
 
 
 async def test_retried_after_transient_failure(harness: Harness, kafka_settings, events_topic) -> None:

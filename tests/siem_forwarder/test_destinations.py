@@ -14,11 +14,12 @@ from tests.siem_forwarder.conftest import (
     forwarding,
     metric,
     produce,
+    produce_raw,
     read_topic,
     unique_name,
     wait_until,
 )
-from tests.siem_forwarder.events import make_event
+from tests.siem_forwarder.events import encode, make_event
 from tests.siem_forwarder.harness import Harness, destination_block
 from tests.siem_forwarder.receivers import POISON_ACTION
 
@@ -27,7 +28,7 @@ PORT = 19850  # receivers of this module (our range 19800-19899)
 
 def encoded(dest, events):  # noqa: ANN001, ANN201
     encoder, client = dest.build()
-    return [encoder.encode(e) for e in events], client
+    return [encoder.encode(encode(e), e) for e in events], client
 
 
 async def test_elasticsearch_resend_is_idempotent_and_429_items_alone_are_resent(tmp_path: Path) -> None:
@@ -276,5 +277,40 @@ async def test_splunk_requests_stay_within_max_content_length(kafka_settings, ev
         async with forwarding(kafka_settings, dest, events_topic):
             await wait_until(lambda: {e["event_id"] for e in events} <= set(h.received()), 20, "all events")
         assert h.receiver.too_large == 0 and h.receiver.requests >= 5
+    finally:
+        await h.stop()
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("kind", ["splunk_hec", "webhook"])
+async def test_records_that_cannot_be_read_for_what_is_needed_are_dead_letters(
+    kind: str, kafka_settings, events_topic, tmp_path: Path
+) -> None:
+    """Nothing is validated again, but a record the filter or encoder cannot read (not JSON; no time for
+    HEC) goes to the destination's dead-letter topic with the reason, and its batch-mates are delivered."""
+    h = Harness(kind, tmp_path)
+    h.port = h.receiver.port = PORT
+    await h.start()
+    try:
+        name = unique_name(kind)
+        blk = destination_block(kind, name, PORT)
+        if kind == "webhook":
+            blk["filter"] = {"actions": ["deployment:*"]}  # the filter reads action: not-JSON cannot pass
+        dest = parse_config({"destinations": [blk]}).destinations[0]
+        good = [make_event(i) for i in range(5)]
+        no_time = make_event(7)
+        del no_time["occurred_at"], no_time["received_at"]
+        bad = [b"{not json", encode(no_time)] if kind == "splunk_hec" else [b"{not json"]
+        await produce(kafka_settings, events_topic, good[:2])
+        await produce_raw(kafka_settings, events_topic, bad)
+        await produce(kafka_settings, events_topic, good[2:])
+        async with forwarding(kafka_settings, dest, events_topic):
+            await wait_until(lambda: {e["event_id"] for e in good} <= set(h.received()), 20, "the good ones")
+            letters = await read_topic(kafka_settings, dest.dlq_topic(), len(bad))
+        assert sorted(x["reason"] for x in letters) == sorted(
+            ["invalid_json", "invalid_event"] if kind == "splunk_hec" else ["invalid_json"]
+        )
+        assert {x["original"].encode() for x in letters} == set(bad)
+        assert all(x["stage"] == f"forwarder:{name}" for x in letters)
     finally:
         await h.stop()

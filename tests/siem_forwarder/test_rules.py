@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,14 +21,14 @@ from services.siem_forwarder.util.config import FieldsConfig, FilterConfig
 from services.siem_forwarder.util.delivery import EncodeError
 from services.siem_forwarder.util.filters import map_fields, wanted
 from services.siem_forwarder.util.retry import (
-    Backoff,
     RetryConfig,
     Verdict,
+    backoff,
     classify_status,
     parse_retry_after,
 )
 from services.siem_forwarder.webhook.encoder import sign, verify
-from tests.siem_forwarder.events import make_event
+from tests.siem_forwarder.events import encode, make_event
 
 
 @pytest.mark.parametrize("status", range(100, 600))
@@ -55,7 +56,8 @@ def test_retry_after_forms() -> None:
 @given(st.integers(0, 40), st.one_of(st.none(), st.floats(0, 10_000)))
 def test_backoff_bounded_and_honours_retry_after(attempts: int, retry_after: float | None) -> None:
     cfg = RetryConfig(initial_backoff_s=0.2, max_backoff_s=30, max_retry_after_s=300)
-    b = Backoff(cfg, rng=random.Random(attempts))
+    b = backoff(cfg)
+    b.rng = random.Random(attempts)
     for _ in range(attempts):
         b.next_delay()
     d = b.next_delay(retry_after)
@@ -68,7 +70,8 @@ def test_backoff_bounded_and_honours_retry_after(attempts: int, retry_after: flo
 
 
 def test_backoff_grows_then_caps() -> None:
-    b = Backoff(RetryConfig(initial_backoff_s=1, max_backoff_s=8), rng=random.Random(1))
+    b = backoff(RetryConfig(initial_backoff_s=1, max_backoff_s=8))
+    b.rng = random.Random(1)
     ds = [b.next_delay() for _ in range(8)]
     assert ds[0] <= 1 and ds[3] >= 4 and max(ds) <= 8
 
@@ -124,7 +127,7 @@ def test_octet_counting_frame(msg: bytes) -> None:
 def test_rfc5424_message_shape() -> None:
     enc = SyslogEncoder(SyslogConfig(name="s", type="syslog", host="h", hostname="my host"))
     ev = make_event(1)
-    msg = enc.message(ev).decode()
+    msg = enc.message(encode(ev), ev).decode()
     m = re.match(r"^<(\d+)>1 (\S+) (\S+) (\S+) (\S+) (\S+) (\[.*?[^\\]\]) (.*)$", msg, flags=re.S)
     assert m, msg
     assert int(m.group(1)) == 13 * 8 + 6
@@ -132,13 +135,14 @@ def test_rfc5424_message_shape() -> None:
     assert m.group(3) == "my_host" and m.group(4) == "auditpipe" and m.group(5) == "-"
     assert m.group(6) == "deployment:create"
     assert f'event_id="{ev["event_id"]}"' in m.group(7)
-    assert json.loads(m.group(8))["event_id"] == ev["event_id"]
+    assert m.group(8).encode() == encode(ev)  # MSG is the record, byte for byte
 
 
 def test_syslog_oversized_event_is_an_encode_error() -> None:
     enc = SyslogEncoder(SyslogConfig(name="s", type="syslog", host="h", max_message_bytes=4096))
     with pytest.raises(EncodeError) as e:
-        enc.encode(make_event(extra_bytes=5000))
+        ev = make_event(extra_bytes=5000)
+        enc.encode(encode(ev), ev)
     assert e.value.reason == "message_too_large"
 
 
@@ -209,18 +213,52 @@ def test_documented_example_config_is_valid() -> None:
 
 @given(st.lists(st.integers(1, 5000), max_size=200), st.integers(5002, 20_000))
 def test_chunk_by_size_respects_the_request_limit(sizes: list[int], limit: int) -> None:
-    from services.siem_forwarder.util.runner import Item, chunk_by_size
+    from services.siem_forwarder.util.runner import chunk_by_size
 
-    class Enc:
-        def size(self, item: bytes) -> int:
-            return len(item)
-
-    items = [Item(None, b"x" * n, None, None) for n in sizes]  # type: ignore[arg-type]
-    chunks = chunk_by_size(items, Enc(), limit)  # type: ignore[arg-type]
-    assert [it for c in chunks for it in c] == items  # order kept, nothing lost
+    chunks = chunk_by_size(sizes, limit)
+    assert [i for c in chunks for i in c] == list(range(len(sizes)))  # order kept, nothing lost
     for c in chunks:
         assert c
         # an item larger than the limit on its own travels alone (the vendor refuses it -> dead letter)
         if len(c) > 1:
-            assert 2 + sum(len(it.encoded) + 1 for it in c) <= limit
-    assert chunk_by_size(items, Enc(), None) == ([items] if items else [])  # type: ignore[arg-type]
+            assert 2 + sum(sizes[i] + 1 for i in c) <= limit
+    assert chunk_by_size(sizes, None) == ([list(range(len(sizes)))] if sizes else [])
+
+
+# ------------------------------------------------------------------ reading only the members needed
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _at(doc: object, path: str) -> object:
+    for p in path.split("."):
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(p)
+    return doc
+
+
+@given(
+    st.dictionaries(st.sampled_from(["a", "b", "actor", "x.y", ""]), json_values, max_size=5),
+    st.lists(st.sampled_from(["a", "actor", "actor.id", "actor.name", "x.y", "b.c.d", ""]), max_size=4),
+)
+def test_the_reader_returns_what_a_full_parse_would_for_every_needed_path(
+    doc: dict, paths: list[str]
+) -> None:
+    from services.siem_forwarder.util.fields import reader
+
+    got = reader(paths)(orjson.dumps(doc))
+    for p in paths:
+        assert _at(got, p) == _at(doc, p), p
+
+
+@pytest.mark.parametrize("value", [b"{nope", b"[1, 2]", b'"text"', b"\xff"])
+def test_the_reader_refuses_what_is_no_json_object(value: bytes) -> None:
+    from services.siem_forwarder.util.fields import reader
+
+    with pytest.raises(EncodeError) as e:
+        reader(["occurred_at"])(value)
+    assert e.value.reason == "invalid_json"

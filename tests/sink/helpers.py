@@ -11,17 +11,20 @@ from typing import Any
 
 import orjson
 
-from schemas.integrity import content_hash_of
+from schemas.integrity import content_hash_of, event_record
 from services.common.clickhouse import make_client
 from services.common.kafka import make_consumer, make_producer
 from services.common.settings import Settings
 from services.sink.rows import COLUMNS, row_from_json
+from services.sink.service import Sink
 
 ACTIONS = ["deployment:create", "environment:delete", "service:update", "variable:update", "project:create"]
 
 
-def enriched(i: int = 0, org: str = "org-a", occurred_at: datetime | None = None, **kw: Any) -> bytes:
-    """A valid EnrichedEvent as published on audit.events.v1 (content_hash set)."""
+def event_doc(
+    i: int = 0, org: str = "org-a", occurred_at: datetime | None = None, **kw: Any
+) -> dict[str, Any]:
+    """A valid EnrichedEvent document without content_hash."""
     occ = occurred_at or datetime.now(UTC) - timedelta(seconds=i)
     t = occ.isoformat().replace("+00:00", "Z")
     ev: dict[str, Any] = {
@@ -49,8 +52,36 @@ def enriched(i: int = 0, org: str = "org-a", occurred_at: datetime | None = None
         "metadata": {"i": str(i)},
     }
     ev.update(kw)
+    return ev
+
+
+def enriched(i: int = 0, org: str = "org-a", occurred_at: datetime | None = None, **kw: Any) -> bytes:
+    """A valid EnrichedEvent as the enricher published it before records became canonical (orjson bytes,
+    content_hash set): the sink must store both forms."""
+    ev = event_doc(i, org, occurred_at, **kw)
     ev["content_hash"] = content_hash_of(ev)
     return orjson.dumps(ev)
+
+
+def record(i: int = 0, org: str = "org-a", occurred_at: datetime | None = None, **kw: Any) -> bytes:
+    """A record of audit.events.v1 as the enricher writes it now: canonical JSON with its content_hash."""
+    return event_record(event_doc(i, org, occurred_at, **kw))
+
+
+def event_id_of(value: bytes) -> str:
+    return str(orjson.loads(value)["event_id"])
+
+
+async def produce_by_id(settings: Settings, topic: str, values: list[bytes]) -> None:
+    """Produce keyed by event_id, as the enricher does: every copy of an id lands on one partition."""
+    p = make_producer(settings)
+    await p.start()
+    try:
+        futs = [await p.send(topic, v, key=event_id_of(v).encode()) for v in values]
+        for f in futs:
+            await f
+    finally:
+        await p.stop()
 
 
 async def produce(settings: Settings, topic: str, values: list[bytes], key: bytes = b"org-a") -> None:
@@ -149,3 +180,37 @@ def many(n: int, orgs: int = 13) -> list[bytes]:
         old = orjson.loads(t)["event_id"]
         out.append(t.replace(old.encode(), str(uuid.uuid4()).encode(), 1))
     return out
+
+
+async def run_until(sink: Sink, pred: Callable[[], bool], timeout_s: float) -> bool:
+    """Run ``sink`` until ``pred`` holds (or the timeout), then stop it cleanly."""
+    await sink.start()
+    task = asyncio.create_task(sink.run())
+    try:
+        return await wait_for(pred, timeout_s)
+    finally:
+        sink.stop.set()
+        await asyncio.wait_for(task, 30)
+        await sink.close()
+
+
+async def committed_lag(s: Settings, topic: str, group: str) -> int:
+    """Committed offset minus end offset over every partition: 0 when everything is committed."""
+    from aiokafka import TopicPartition
+
+    from services.common.kafka import make_consumer
+
+    c = make_consumer(s, group_id=group)
+    await c.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in (c.partitions_for_topic(topic) or set())]
+        if not parts:
+            await c._client.force_metadata_update()  # noqa: SLF001
+            parts = [TopicPartition(topic, p) for p in (c.partitions_for_topic(topic) or set())]
+        total = 0
+        ends = await c.end_offsets(parts)
+        for tp in parts:
+            total += (await c.committed(tp) or 0) - ends[tp]
+        return total  # 0 when every partition is committed to its end
+    finally:
+        await c.stop()

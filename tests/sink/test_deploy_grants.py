@@ -39,7 +39,12 @@ def _grants_by_role() -> dict[str, list[str]]:
 
 def test_only_admin_can_change_events_and_analysts_are_read_only() -> None:
     g = _grants_by_role()
-    assert g["auditpipe_writer"] == ["INSERT ON audit.events"]
+    assert g["auditpipe_writer"] == [
+        "INSERT ON audit.events",
+        "INSERT ON audit.events_input",
+        "SELECT, INSERT ON audit.event_ids",
+        "INSERT ON audit.event_conflicts",
+    ]
     assert g["auditpipe_archiver"] == [
         "SELECT ON audit.events",
         "SELECT ON audit.org_settings",

@@ -10,44 +10,21 @@ import orjson
 import pytest
 
 from services.common.clickhouse import make_client
-from services.sink.rows import row_from_json
 from services.sink.service import Sink
-from services.sink.writer import insert_batch
-from tests.sink.helpers import count, enriched, produce, produce_spread, read_all, sink_settings, wait_for
+from services.sink.writer import insert_records
+from tests.sink.helpers import (
+    committed_lag,
+    count,
+    enriched,
+    produce,
+    produce_spread,
+    read_all,
+    run_until,
+    sink_settings,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
-
-
-async def _run_until(sink: Sink, pred, timeout_s: float) -> bool:  # noqa: ANN001
-    await sink.start()
-    task = asyncio.create_task(sink.run())
-    try:
-        return await wait_for(pred, timeout_s)
-    finally:
-        sink.stop.set()
-        await asyncio.wait_for(task, 30)
-        await sink.close()
-
-
-async def _committed(s, topic: str, group: str) -> int:  # noqa: ANN001
-    from aiokafka import TopicPartition
-
-    from services.common.kafka import make_consumer
-
-    c = make_consumer(s, group_id=group)
-    await c.start()
-    try:
-        parts = [TopicPartition(topic, p) for p in (c.partitions_for_topic(topic) or set())]
-        if not parts:
-            await c._client.force_metadata_update()  # noqa: SLF001
-            parts = [TopicPartition(topic, p) for p in (c.partitions_for_topic(topic) or set())]
-        total = 0
-        ends = await c.end_offsets(parts)
-        for tp in parts:
-            total += (await c.committed(tp) or 0) - ends[tp]
-        return total  # 0 when every partition is committed to its end
-    finally:
-        await c.stop()
 
 
 async def test_n_events_with_duplicates_give_exactly_n_distinct(ch_settings, topic_names) -> None:
@@ -61,7 +38,7 @@ async def test_n_events_with_duplicates_give_exactly_n_distinct(ch_settings, top
         s, topics["audit.events.v1"], values[: n // 2] + dupes + values[n // 2 :] + dupes[:300]
     )
     sink = Sink(s)
-    ok = await _run_until(sink, lambda: count(s) >= n, 90)
+    ok = await run_until(sink, lambda: count(s) >= n, 90)
     assert ok, f"only {count(s)} distinct events landed"
     assert count(s, "count()") == n
     assert count(s, "uniqExact(event_id)") == n
@@ -74,7 +51,7 @@ async def test_n_events_with_duplicates_give_exactly_n_distinct(ch_settings, top
         .result_rows
     }
     assert got == want
-    assert await _committed(s, topics["audit.events.v1"], s.sink.consumer_group) == 0
+    assert await committed_lag(s, topics["audit.events.v1"], s.sink.consumer_group) == 0
 
 
 async def test_poison_row_goes_to_dead_letters_and_the_rest_lands(ch_settings, topic_names) -> None:
@@ -89,7 +66,7 @@ async def test_poison_row_goes_to_dead_letters_and_the_rest_lands(ch_settings, t
     values = good[:150] + [poison, not_json] + good[150:] + [bad_contract]
     await produce(s, topics["audit.events.v1"], values)
     sink = Sink(s)
-    ok = await _run_until(sink, lambda: count(s) >= 300, 60)
+    ok = await run_until(sink, lambda: count(s) >= 300, 60)
     assert ok and count(s) == 300
     letters = [orjson.loads(v) for v in await read_all(s, topics["audit.deadletter.v1"], 3)]
     assert sorted(x["reason"] for x in letters) == ["clickhouse_bad_data", "invalid_json", "validation_error"]
@@ -97,34 +74,41 @@ async def test_poison_row_goes_to_dead_letters_and_the_rest_lands(ch_settings, t
     assert "469" in ch["error"] and ch["event_id"] == orjson.loads(poison)["event_id"]
     assert ch["original"].encode() == poison and ch["stage"] == "sink"
     assert {x["source_offset"] for x in letters} == {150, 151, 302}
-    assert await _committed(s, topics["audit.events.v1"], s.sink.consumer_group) == 0
+    assert await committed_lag(s, topics["audit.events.v1"], s.sink.consumer_group) == 0
 
 
 def test_retried_batch_with_same_token_is_stored_once(ch_settings) -> None:
-    """insert_deduplication_token + non_replicated_deduplication_window (0003): a retry is a no-op."""
+    """insert_deduplication_token + non_replicated_deduplication_window (0003, 0011), through the Null
+    input table and its view (0012): a retry reaches events and both view tables exactly once."""
     client = make_client(ch_settings)
-    table = f"{ch_settings.clickhouse_database}.events"
-    rows = [row_from_json(enriched(i)) for i in range(50)]
-    rows2 = [row_from_json(enriched(i)) for i in range(50)]
-    assert insert_batch(client, table, rows, "t/0/0-49") == (50, [])
-    assert insert_batch(client, table, rows, "t/0/0-49") == (50, [])  # the server skips the block
-    assert count(ch_settings, "count()", "events") == 50
-    insert_batch(client, table, rows2, "t/0/50-99")
+    table = f"{ch_settings.clickhouse_database}.events_input"
+    records = [enriched(i) for i in range(50)]
+    records2 = [enriched(i) for i in range(50)]
+    assert insert_records(client, table, records, "t/0/0-49") == (50, [])
+    assert insert_records(client, table, records, "t/0/0-49") == (50, [])  # the server skips the block
+    for t in ("events", "events_by_time", "events_by_target"):
+        assert count(ch_settings, "count()", t) == 50, t
+    insert_records(client, table, records2, "t/0/50-99")
+    for t in ("events", "events_by_time", "events_by_target"):
+        assert count(ch_settings, "count()", t) == 100, t
+    # the danger the sink's token guards against: other records under a token already seen are dropped
+    insert_records(client, table, [enriched(i) for i in range(5)], "t/0/0-49")
     assert count(ch_settings, "count()", "events") == 100
 
 
 def test_bisect_isolates_every_poison_row(ch_settings) -> None:
     client = make_client(ch_settings)
-    table = f"{ch_settings.clickhouse_database}.events"
-    rows = [row_from_json(enriched(i)) for i in range(64)]
+    table = f"{ch_settings.clickhouse_database}.events_input"
+    records = [enriched(i) for i in range(64)]
     bad_at = {0, 17, 18, 63}
     for i in bad_at:
-        rows[i] = row_from_json(enriched(i, occurred_at=datetime(1999, 12, 31, tzinfo=UTC)))
-    inserted, rejected = insert_batch(client, table, rows, "tok")
+        records[i] = enriched(i, occurred_at=datetime(1999, 12, 31, tzinfo=UTC))
+    inserted, rejected = insert_records(client, table, records, "tok")
     assert inserted == 60 and {r.index for r in rejected} == bad_at
+    assert all("469" in r.error for r in rejected)
     assert count(ch_settings, "count()", "events") == 60
     # a retry of the same batch (same tokens) adds nothing
-    insert_batch(client, table, rows, "tok")
+    insert_records(client, table, records, "tok")
     assert count(ch_settings, "count()", "events") == 60
 
 
@@ -143,7 +127,7 @@ async def test_stop_abandons_nothing_committed(ch_settings, topic_names) -> None
     await asyncio.wait_for(task, 30)
     await sink.close()
     assert count(s) == 400
-    assert await _committed(s, topics["audit.events.v1"], s.sink.consumer_group) == 0
+    assert await committed_lag(s, topics["audit.events.v1"], s.sink.consumer_group) == 0
 
 
 async def test_rebalances_mid_stream_lose_nothing(ch_settings, topic_names) -> None:
@@ -186,4 +170,4 @@ async def test_rebalances_mid_stream_lose_nothing(ch_settings, topic_names) -> N
         .result_rows
     }
     assert got == want
-    assert await _committed(s, topics["audit.events.v1"], s.sink.consumer_group) == 0
+    assert await committed_lag(s, topics["audit.events.v1"], s.sink.consumer_group) == 0

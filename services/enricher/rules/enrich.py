@@ -343,7 +343,7 @@ class Enricher:
         received = doc["received_at"] or stamp or doc["occurred_at"]
         doc["received_at"] = received
         doc["enriched_at"] = stamp or received
-        value, _ = record_bytes(doc, w.canonical_fast)
+        value, _ = record_bytes(doc)
         return event_id.encode(), value
 
     def _client_ip(self, peer: str | None, xff: str | None) -> str | None:

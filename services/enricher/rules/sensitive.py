@@ -53,6 +53,12 @@ from services.enricher.rules.limits import limit_for
 
 INDICATOR_PREFIX = "[sensitive:"
 TRUNCATION_MARKER = "…[truncated by auditpipe]"
+# Past this many indicators in one event (or one text), a value found by its key is replaced by ELIDED,
+# a fixed marker, and the rest of a free-text string holding more secrets is withheld (cut, with a marker
+# saying how much): hashing and matching cost a few µs per secret, and a body stuffed with thousands of
+# them must not buy the sender seconds of CPU. Nothing past the budget is stored in clear.
+MAX_INDICATORS = 500
+ELIDED = "[sensitive:elided]"
 KEY_CACHE_MAX = 100_000
 SENSITIVE_FLAGS = ("is_sensitive", "sensitive", "issensitive")
 SAFE_INT = 2**53 - 1
@@ -135,8 +141,13 @@ def _norm_key(k: str) -> str:
 def value_bytes(value: Any) -> bytes:
     """What a non-string value is hashed as: its RFC 8785 form; never raises (an integer beyond RFC 8785's
     range, which the contract refuses anyway, falls back to orjson's sorted form)."""
-    if isinstance(value, str):
+    t = type(value)
+    if t is str:
         return value.encode()
+    if t is bool:
+        return b"true" if value else b"false"
+    if t is int and -SAFE_INT <= value <= SAFE_INT:
+        return str(value).encode()  # RFC 8785's form of an integer is its decimal text
     try:
         return rfc8785.dumps(value)
     except Exception:  # noqa: BLE001 - out-of-range numbers: still a stable, secret-free digest input
@@ -174,6 +185,28 @@ def is_indicator(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(INDICATOR_PREFIX) and value.endswith("]")
 
 
+def withheld(n: int) -> str:
+    return f"…[sensitive:withheld {n} characters]"
+
+
+def _sub_within_budget(rx: Any, text: str, repl: Any, w: Walk) -> str:
+    """``rx.sub(repl, text)`` for as many matches as the indicator budget allows; when a string holds more
+    secrets than that, the rest of it is withheld (cut, with a marker saying how much) instead of being
+    matched and replaced one by one: the cost stays bounded by the budget, and nothing past it leaks."""
+    room = MAX_INDICATORS - w.indicators
+    if room <= 0:
+        m = rx.search(text)
+        return text if m is None else text[: m.start()] + withheld(len(text) - m.start())
+    cut = None
+    for i, m in enumerate(rx.finditer(text)):
+        if i == room:
+            cut = m.start()
+            break
+    if cut is None:
+        return rx.sub(repl, text)
+    return rx.sub(repl, text[:cut]) + withheld(len(text) - cut)
+
+
 def fmt_path(path: tuple[str | int, ...]) -> str:
     out = ""
     for p in path:
@@ -202,32 +235,54 @@ class UnsafeInteger(ValueError):
 class Walk:
     """What one walk over one event found besides the replacements it made.
 
-    ``canonical_fast`` stays true while orjson with sorted keys writes exactly RFC 8785 bytes for what
-    was seen: no float outside the range where both agree, no object key at or above U+E000 (RFC 8785
-    sorts keys by UTF-16 code units, orjson by code points). Integral floats below 2**53 are rewritten as
-    ints on the way (their RFC 8785 text is the integer's).
+    The walk also leaves the event in a form orjson (sorted keys) writes as exactly RFC 8785 bytes, which
+    holds for all JSON but two spots, handled where they occur: a float
+    without fraction becomes an int (RFC 8785 writes it as the integer) and a non-integral float in
+    [1e-6, 1e-5) becomes a pre-written fragment (RFC 8785 writes ``0.0000012``, orjson ``1.2e-6``); an
+    object whose keys mix characters at or above U+E000 with characters beyond U+FFFF becomes a fragment
+    with its keys in UTF-16 order (RFC 8785's order; orjson sorts by code point). Both checked against the
+    reference implementation by tests/enricher/test_canonical.py.
     """
 
     event_id: str
     detect: bool = True
     found: list[str] = field(default_factory=list)
-    canonical_fast: bool = True
+    indicators: int = 0
 
 
-def _float(v: float, w: Walk, path: tuple[str | int, ...] | None = None) -> float | int:
+def _float(v: float, w: Walk, path: tuple[str | int, ...] | None = None) -> Any:
     if v.is_integer():
         if -SAFE_INT <= v <= SAFE_INT:
             return int(v)  # RFC 8785 writes it as the integer; orjson then writes the same bytes
         raise UnsafeInteger(path or ())
-    a = abs(v)
-    if not (1e-5 <= a < 1e14):  # exponent forms differ between the two
-        w.canonical_fast = False
+    if 1e-6 <= abs(v) < 1e-5:
+        return orjson.Fragment(_small_float(v))
     return v
 
 
-def _check_key(k: str, w: Walk) -> None:
-    if not k.isascii() and max(k) >= "\ue000":
-        w.canonical_fast = False
+def _small_float(v: float) -> bytes:
+    """RFC 8785's text of a float in [1e-6, 1e-5): ``0.00000`` then its shortest digits (``-`` first)."""
+    text = orjson.dumps(v).decode()  # e.g. "-3.6290244904410107e-6": the same shortest digits
+    sign = "-" if text.startswith("-") else ""
+    mantissa = text.lstrip("-").split("e")[0].replace(".", "")
+    return f"{sign}0.00000{mantissa}".encode()
+
+
+def _utf16_key(k: str) -> bytes:
+    return k.encode("utf-16-be", "surrogatepass")
+
+
+def _orders_differ(obj: dict[str, Any]) -> bool:
+    """Whether RFC 8785's key order (UTF-16 code units) differs from orjson's (code points) here."""
+    ks = list(obj)
+    return sorted(ks) != sorted(ks, key=_utf16_key)
+
+
+def _utf16_ordered(obj: dict[str, Any]) -> Any:
+    """An object whose keys orjson and RFC 8785 would order differently, pre-written in RFC 8785's order."""
+    items = sorted(obj.items(), key=lambda kv: _utf16_key(kv[0]))
+    body = b",".join(orjson.dumps(k) + b":" + orjson.dumps(v, option=orjson.OPT_SORT_KEYS) for k, v in items)
+    return orjson.Fragment(b"{" + body + b"}")
 
 
 @dataclass
@@ -276,7 +331,13 @@ class Scrubber:
             return value
         p = fmt_path(path)
         w.found.append(p)
-        return self.hasher.indicator(value, w.event_id, p)
+        w.indicators += 1
+        if w.indicators > MAX_INDICATORS:
+            out: str = ELIDED
+        else:
+            out = self.hasher.indicator(value, w.event_id, p)
+        limit = limit_for(path)
+        return truncate(out, limit) if limit is not None and len(out) > limit else out
 
     def _detect(self, text: str, path: tuple[str | int, ...], w: Walk) -> str:
         if len(text) < MIN_DETECT_LEN or is_indicator(text) or not ANY_DETECTOR.search(text):
@@ -287,12 +348,13 @@ class Scrubber:
         def repl(m: Any) -> str:
             nonlocal n
             n += 1
+            w.indicators += 1
             return self.hasher.indicator(m.group(0), w.event_id, p, n)
 
         out = text
         for rx in DETECTORS.values():
             if rx.search(out):
-                out = rx.sub(repl, out)
+                out = _sub_within_budget(rx, out, repl, w)
         if out != text:
             w.found.append(p)
             limit = limit_for(path)
@@ -312,9 +374,10 @@ class Scrubber:
             flagged = False
             if not _FLAG_KEY_SET.isdisjoint(value):
                 flagged = any(value.get(f) is True for f in FLAG_KEYS)
+            high = False
             for k, v in value.items():
-                if type(k) is str and not k.isascii():
-                    _check_key(k, w)
+                if not high and not k.isascii() and max(k) >= "\ue000":
+                    high = True
                 if (keyed and self.key_is_sensitive(k) and not _flag_like(v)) or (flagged and k == "value"):
                     value[k] = self._replace(v, (*path, k), w)
                     continue
@@ -331,7 +394,7 @@ class Scrubber:
                         raise UnsafeInteger((*path, k))
                 elif tv is float:
                     value[k] = _float(v, w, (*path, k))
-            return value
+            return _utf16_ordered(value) if high and _orders_differ(value) else value
         if t is list:
             for i, v in enumerate(value):
                 tv = type(v)
@@ -445,6 +508,12 @@ class Scrubber:
         if self._text_rules is None:
             return out
         quoted, pair = self._text_rules
-        ind = self.hasher.indicator
-        out = quoted.sub(lambda m: m.group(1) + '"' + ind(m.group(2), event_id, "text") + '"', out)
-        return pair.sub(lambda m: m.group(1) + ind(m.group(2), event_id, "text"), out)
+
+        def value(v: str) -> str:
+            if is_indicator(v.strip('"')):
+                return v.strip('"')
+            w.indicators += 1
+            return self.hasher.indicator(v, event_id, "text")
+
+        out = _sub_within_budget(quoted, out, lambda m: m.group(1) + '"' + value(m.group(2)) + '"', w)
+        return _sub_within_budget(pair, out, lambda m: m.group(1) + value(m.group(2)), w)

@@ -1,20 +1,25 @@
 """Bulk ``create`` pair per event, ``_id = event_id``; the document adds ECS-style fields (``@timestamp``,
-``event.action``, ``user.*``, ``source.ip``) beside the event under ``audit``."""
+``event.action``, ``user.*``, ``source.ip``) beside the event under ``audit``, the record's bytes spliced
+in unchanged (Elasticsearch keeps ``_source`` as sent)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from services.siem_forwarder.elasticsearch.config import ElasticsearchConfig
-from services.siem_forwarder.util.common_encoding import dumps, event_time
+from services.siem_forwarder.util.common_encoding import dumps, event_time, with_member
 from services.siem_forwarder.util.delivery import EncodeError
+from services.siem_forwarder.util.fields import full
 
 
 class ElasticsearchEncoder:
+    needs = ("event_id", "occurred_at", "received_at", "action", "event_type", "org_id", "actor", "client_ip")
+
     def __init__(self, config: ElasticsearchConfig) -> None:
         self.config = config
 
-    def encode(self, doc: dict[str, Any]) -> bytes:
+    def encode(self, record: bytes, doc: dict[str, Any] | None) -> bytes:
+        doc = doc if doc is not None else full(record)
         eid = doc.get("event_id")
         if not eid:
             raise EncodeError("missing_event_id", "event_id is required as the document _id")
@@ -30,12 +35,11 @@ class ElasticsearchEncoder:
             },
             "organization": {"id": doc.get("org_id")},
             "user": {"id": actor.get("id"), "name": actor.get("name"), "email": actor.get("email")},
-            "audit": doc,
         }
         if doc.get("client_ip"):
             body["source"] = {"ip": doc["client_ip"]}
         action = dumps({"create": {"_index": self.config.index, "_id": eid}})
-        return action + b"\n" + dumps(body) + b"\n"
+        return action + b"\n" + with_member(body, "audit", record) + b"\n"
 
     def size(self, item: bytes) -> int:
         return len(item)

@@ -1,7 +1,8 @@
 """One OTLP ``LogRecord`` (JSON mapping) per event; the client wraps records in resource/scope.
 
 Mapping: ``timeUnixNano`` = occurred_at, ``observedTimeUnixNano`` = received_at, ``eventName`` = action,
-severity INFO (9), ``body`` = the event as a JSON string, attributes after the OpenTelemetry semantic
+severity INFO (9), ``body`` = the record as a JSON string (its text unchanged once the string is
+decoded), attributes after the OpenTelemetry semantic
 conventions where one exists (``enduser.id``, ``client.address``, ``event.id``) and ``audit.*`` otherwise.
 """
 
@@ -11,6 +12,8 @@ from typing import Any
 
 from services.siem_forwarder.otlp.config import OtlpConfig
 from services.siem_forwarder.util.common_encoding import dumps, event_time, parse_ts
+from services.siem_forwarder.util.delivery import EncodeError
+from services.siem_forwarder.util.fields import full
 
 SEVERITY_INFO = 9
 
@@ -31,10 +34,20 @@ def attr(key: str, value: Any) -> dict[str, Any]:
 
 
 class OtlpEncoder:
+    needs = (
+        *("event_id", "org_id", "project_id", "environment_id", "action", "event_type", "source"),
+        *("status", "target", "actor", "client_ip", "content_hash", "occurred_at", "received_at"),
+    )
+
     def __init__(self, config: OtlpConfig) -> None:
         self.config = config
 
-    def encode(self, doc: dict[str, Any]) -> bytes:
+    def encode(self, record: bytes, doc: dict[str, Any] | None) -> bytes:
+        doc = doc if doc is not None else full(record)
+        try:
+            text = record.decode("utf-8")
+        except UnicodeDecodeError:
+            raise EncodeError("invalid_json", "record is not UTF-8") from None
         actor = doc.get("actor") or {}
         target = doc.get("target") or {}
         pairs: list[tuple[str, Any]] = [
@@ -59,7 +72,7 @@ class OtlpEncoder:
             "severityNumber": SEVERITY_INFO,
             "severityText": "INFO",
             "eventName": str(doc.get("action") or ""),
-            "body": {"stringValue": dumps(doc).decode()},
+            "body": {"stringValue": text},
             "attributes": [attr(k, v) for k, v in pairs if v is not None],
         }
         return dumps(record)

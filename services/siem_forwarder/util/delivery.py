@@ -60,8 +60,18 @@ class Client(Protocol):
 
 
 class Encoder(Protocol):
-    """Pure: one mapped event document -> this destination's wire unit (raises :class:`EncodeError`)."""
+    """Pure: one record -> this destination's wire unit (raises :class:`EncodeError`).
 
-    def encode(self, doc: dict[str, Any]) -> Any: ...
+    ``record`` is the event's JSON exactly as read from Kafka (or re-serialised after a field mapping);
+    encoders splice it into their wire format so the forwarded JSON is byte-identical to the record and
+    ``content_hash`` still verifies at the destination. ``needs`` names the (dotted) members the encoder
+    reads; ``doc`` holds at least those (absent ones as None), read by the runner together with what the
+    filter needs, and nothing else unless a field mapping needs the whole record. An encoder that needs
+    nothing gets ``doc = None`` unless the filter or mapping read the record anyway.
+    """
 
-    def size(self, item: Any) -> int: ...
+    needs: tuple[str, ...]
+
+    def encode(self, record: bytes, doc: dict[str, Any] | None) -> bytes: ...
+
+    def size(self, item: bytes) -> int: ...

@@ -1,4 +1,5 @@
-"""Retry policy written once: which HTTP statuses are transient, backoff with jitter, ``Retry-After``.
+"""Retry policy written once: which HTTP statuses are transient, and each destination's backoff (the
+shared :mod:`auditpipe.backoff` helper: exponential, jittered, capped, honouring ``Retry-After``).
 
 Transient (retry, forever, with capped exponential backoff + jitter; the destination's partitions are paused
 meanwhile): connection errors, timeouts, 408, 429, 5xx except 501. ``413`` and ``400``/``422`` reject the
@@ -8,13 +9,13 @@ topic. Other 4xx (401, 403, 404, ...) are permanent for every event of the batch
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from enum import Enum
 
 from pydantic import BaseModel, Field
+
+from auditpipe.backoff import Backoff, parse_retry_after
+
+__all__ = ["Backoff", "RetryConfig", "Verdict", "backoff", "classify_status", "parse_retry_after"]
 
 
 class Verdict(Enum):
@@ -43,25 +44,6 @@ def classify_status(
     return Verdict.PERMANENT
 
 
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from ``Retry-After`` (delta-seconds or HTTP-date); None when absent/invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    now = now or datetime.now(UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
 class RetryConfig(BaseModel):
     """The ``retry`` block every destination has."""
 
@@ -71,22 +53,13 @@ class RetryConfig(BaseModel):
     request_timeout_s: float = Field(default=10.0, gt=0)
 
 
-@dataclass
-class Backoff:
-    """Exponential backoff with equal jitter, honouring the server's ``Retry-After`` (capped)."""
-
-    config: RetryConfig
-    attempt: int = 0
-    rng: random.Random | None = None
-
-    def next_delay(self, retry_after: float | None = None) -> float:
-        base = min(self.config.max_backoff_s, self.config.initial_backoff_s * (2**self.attempt))
-        self.attempt += 1
-        r = (self.rng or random).uniform(0.5, 1.0)
-        delay = base * r
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.config.max_retry_after_s))
-        return delay
-
-    def reset(self) -> None:
-        self.attempt = 0
+def backoff(config: RetryConfig) -> Backoff:
+    """The shared helper (:mod:`auditpipe.backoff`) with this destination's ``retry`` block: exponential
+    from ``initial_backoff_s`` up to ``max_backoff_s``, each delay x U(0.5, 1) (equal jitter: never an
+    immediate retry), a server's ``Retry-After`` as a floor capped by ``max_retry_after_s``."""
+    return Backoff(
+        initial_s=config.initial_backoff_s,
+        cap_s=config.max_backoff_s,
+        jitter="equal",
+        max_retry_after_s=config.max_retry_after_s,
+    )

@@ -1,8 +1,20 @@
-"""The consumer loop of one destination: source -> decode -> filter -> map -> encode -> deliver -> commit.
+"""The consumer loop of one destination: source -> read -> filter -> map -> encode -> deliver -> commit.
 
 Each destination runs one :class:`DestinationRunner` with its own consumer group, so its progress (and its
 failures) never affect another destination or the sink. Offsets are committed only after every event of
-the batch was confirmed by the destination or written to the destination's dead-letter topic. While the
+the batch was confirmed by the destination or written to the destination's dead-letter topic.
+
+Records travel as bytes. The enricher is the only writer of ``audit.events.v1`` and guarantees its
+contract, so nothing is validated again: only the members the destination's filter and encoder need are
+read (``util.fields``; the whole record only for a field mapping), and encoders splice the record's bytes
+into their wire format. A record that cannot be read for what is needed goes to the destination's
+dead-letter topic.
+
+Two batches at most are held (bounded memory): while one is being delivered (a task), the next is
+collected and encoded. Batches are delivered strictly in order; once a batch is confirmed its offsets are
+committed in the background (one commit in flight, at most one per ``COMMIT_PACE_S``; offsets of batches
+confirmed meanwhile are merged into the next commit), so a commit round trip never holds up the next
+delivery. While the
 destination fails, the runner pauses its partitions (no fetching, no memory growth), keeps polling so it
 stays in the group, and retries with capped exponential backoff + jitter, honouring ``Retry-After``.
 """
@@ -13,14 +25,13 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from pydantic import ValidationError
 
-from schemas.events_v1 import DeadLetter, parse_enriched
+from auditpipe.backoff import sleep_unless_stopped
+from schemas.events_v1 import DeadLetter
 from services.common.kafka import encode_original, make_consumer, send_dead_letter, update_lag
 from services.common.logging import get_logger, log
 from services.common.settings import Settings
@@ -28,19 +39,15 @@ from services.siem_forwarder import metrics as m
 from services.siem_forwarder.util.batching import Batch, collect
 from services.siem_forwarder.util.config import DestinationConfig
 from services.siem_forwarder.util.delivery import Client, Delivery, EncodeError, Encoder
+from services.siem_forwarder.util.fields import Reader, full, reader
 from services.siem_forwarder.util.filters import map_fields, wanted
-from services.siem_forwarder.util.retry import Backoff
+from services.siem_forwarder.util.retry import backoff
 
 LOG = get_logger("auditpipe.forwarder")
 LAG_INTERVAL_S = 5.0
-
-
-@dataclass
-class Item:
-    record: ConsumerRecord
-    encoded: Any
-    event_id: str | None
-    org_id: str | None
+# At most one commit per destination in this interval: offsets of batches confirmed meanwhile are merged
+# into the next one (a commit costs the broker a write; at 100 batches/s it was as busy as the data).
+COMMIT_PACE_S = 0.1
 
 
 @dataclass
@@ -52,22 +59,45 @@ class RunnerState:
     dead_lettered: int = 0
 
 
-def chunk_by_size(items: list[Item], encoder: Encoder, limit: int | None) -> list[list[Item]]:
-    """Split a batch so each request body stays within the vendor's limit (+1 byte per separator)."""
-    if not items:
+@dataclass
+class Prepared:
+    """A batch after reading, filtering and encoding: what to send (parallel lists) and what to commit."""
+
+    batch: Batch
+    records: list[ConsumerRecord] = field(default_factory=list)
+    encoded: list[bytes] = field(default_factory=list)
+
+
+def chunk_by_size(sizes: list[int], limit: int | None) -> list[list[int]]:
+    """Indexes split so each request body stays within the vendor's limit (+1 byte per separator).
+
+    An item larger than the limit on its own travels alone (the vendor refuses it -> dead letter)."""
+    if not sizes:
         return []
     if limit is None:
-        return [items]
-    out: list[list[Item]] = [[]]
+        return [list(range(len(sizes)))]
+    out: list[list[int]] = [[]]
     size = 2  # brackets of a JSON array
-    for it in items:
-        n = encoder.size(it.encoded) + 1
+    for i, s in enumerate(sizes):
+        n = s + 1
         if out[-1] and size + n > limit:
             out.append([])
             size = 2
-        out[-1].append(it)
+        out[-1].append(i)
         size += n
     return out
+
+
+def ids_of(value: bytes | None) -> tuple[str | None, str | None]:
+    """Best-effort (event_id, org_id) of a record for a dead letter; never raises."""
+    try:
+        doc = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    eid, org = doc.get("event_id"), doc.get("org_id")
+    return (str(eid) if eid is not None else None), (org if isinstance(org, str) else None)
 
 
 class Stopped(Exception):
@@ -86,6 +116,16 @@ class DestinationRunner:
     status: RunnerState = field(default_factory=RunnerState)
     consumer: AIOKafkaConsumer | None = None
     _next_lag: float = field(default=0.0, init=False)
+    _committable: dict[TopicPartition, int] = field(default_factory=dict, init=False)
+    _committer: asyncio.Task[None] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        f = self.config.filter
+        self._filtering = bool(f.orgs or f.actions or f.exclude_actions or f.event_types)
+        self._mapping = bool(self.config.fields.exclude or self.config.fields.rename)
+        # read only what the filter and the encoder need; a field mapping rewrites the whole record
+        needs = set(self.encoder.needs) | ({"org_id", "action", "event_type"} if self._filtering else set())
+        self._read: Reader | None = full if self._mapping else (reader(needs) if needs else None)
 
     @property
     def name(self) -> str:
@@ -103,80 +143,135 @@ class DestinationRunner:
         self.consumer = consumer
         await consumer.start()
         self.status.state = "running"
+        inflight: asyncio.Task[None] | None = None
         try:
             while not self.stop.is_set():
+                if inflight is not None and self.status.state == "retrying":
+                    # the destination fails: fetch nothing more until the batch in flight is through
+                    ok = await self._finish(inflight)
+                    inflight = None
+                    if not ok:
+                        break
+                    continue
                 batch = await collect(consumer, self.config.batch, self.stop)
                 if batch.records:
                     try:
-                        await self._process(batch)
+                        ready = await self._prepare(batch)
                     except Stopped:
-                        log(
-                            LOG,
-                            logging.INFO,
-                            "batch abandoned on stop (not committed)",
-                            destination=self.name,
-                        )
                         break
-                    await self._commit(batch)
+                    if not await self._finish(inflight):  # back-pressure: one batch in flight at most
+                        inflight = None
+                        break
+                    inflight = asyncio.create_task(self._deliver_and_commit(ready))
+                elif inflight is not None and inflight.done():
+                    ok = await self._finish(inflight)
+                    inflight = None
+                    if not ok:
+                        break
                 await self._refresh_lag()
+            await self._finish(inflight)
         finally:
             self.status.state = "stopped"
             try:
+                await self._commits_done()
                 await consumer.stop()
             finally:
                 await self.client.aclose()
 
     # steps -------------------------------------------------------------------------------------------
-    async def _process(self, batch: Batch) -> None:
-        items: list[Item] = []
-        for rec in batch.records:
+    async def _prepare(self, batch: Batch) -> Prepared:
+        """Read only what is needed, filter, map, encode; unreadable or unencodable -> dead letter."""
+        out = Prepared(batch)
+        encode = self.encoder.encode
+        filtered = 0
+        for n, rec in enumerate(batch.records):
+            if n % 64 == 63:
+                await asyncio.sleep(0)  # let the batch in flight take its response without waiting for us
+            record = rec.value
+            doc = None
             try:
-                parse_enriched(rec.value)  # the contract check; invalid -> dead letter
-                # Forward the JSON exactly as the enricher published it, so content_hash still verifies.
-                doc = orjson.loads(rec.value)
-            except (ValidationError, ValueError) as e:
-                await self._dead_letter(rec, "invalid_event", str(e).splitlines()[0], None, None, None)
-                continue
-            eid, org = str(doc["event_id"]), str(doc["org_id"])
-            if not wanted(doc, self.config.filter):
-                m.FILTERED.labels(self.name).inc()
-                continue
-            try:
-                enc = self.encoder.encode(map_fields(doc, self.config.fields))
+                if record is None:
+                    raise EncodeError("invalid_json", "empty message (tombstone)")
+                if self._read is not None:
+                    doc = self._read(record)
+                    if self._filtering and not wanted(doc, self.config.filter):
+                        filtered += 1
+                        continue
+                    if self._mapping:  # the forwarded JSON is then no longer the record: said in the docs
+                        doc = map_fields(doc, self.config.fields)
+                        record = orjson.dumps(doc)
+                out.encoded.append(encode(record, doc))
+                out.records.append(rec)
             except EncodeError as e:
-                await self._dead_letter(rec, e.reason, str(e), None, eid, org)
-                continue
-            items.append(Item(rec, enc, eid, org))
-        if items:
-            started = time.monotonic()
-            await self._deliver(items)
-            m.DELIVERY_SECONDS.labels(self.name).observe(time.monotonic() - started)
-        self._resume()
+                await self._dead_letter(rec, e.reason, str(e), None)
+        if filtered:
+            m.FILTERED.labels(self.name).inc(filtered)
+        return out
 
-    async def _deliver(self, items: list[Item]) -> None:
+    async def _deliver_and_commit(self, ready: Prepared) -> None:
+        if ready.records:
+            started = time.monotonic()
+            await self._deliver(ready)
+            m.DELIVERY_SECONDS.labels(self.name).observe(time.monotonic() - started)
+        # every record of the batch is confirmed or dead-lettered: its offsets may be committed
+        for tp, off in ready.batch.commit_offsets().items():
+            self._committable[tp] = max(off, self._committable.get(tp, 0))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_loop())
+
+    async def _finish(self, task: asyncio.Task[None] | None) -> bool:
+        """Wait for the batch in flight (False when it was abandoned on stop). While its destination fails,
+        pause every partition and keep polling, so fetching stops and the group keeps this member."""
+        if task is None:
+            return True
+        paused = False
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.5)
+            if task.done() or self.status.state != "retrying" or self.consumer is None:
+                continue
+            paused = True
+            m.PAUSED.labels(self.name).set(1)
+            self.consumer.pause(*self.consumer.assignment())
+            got = await self.consumer.getmany(timeout_ms=200)
+            for tp, recs in got.items():  # partitions assigned meanwhile: read them again later
+                if recs:
+                    self.consumer.seek(tp, recs[0].offset)
+            await self._refresh_lag()  # lag keeps growing while the destination is down: show it
+        if paused:
+            self._resume()
+        try:
+            task.result()
+        except Stopped:
+            log(LOG, logging.INFO, "batch abandoned on stop (not committed)", destination=self.name)
+            return False
+        return True
+
+    async def _deliver(self, ready: Prepared) -> None:
         """Send until every item is confirmed or dead-lettered; bisect batches refused as a whole."""
-        stack = list(reversed(chunk_by_size(items, self.encoder, self.config.request_max_bytes())))
+        size = self.encoder.size
+        sizes = [size(e) for e in ready.encoded]
+        stack = list(reversed(chunk_by_size(sizes, self.config.request_max_bytes())))
         while stack:
             group = stack.pop()
-            dead, split = await self._send_retrying(group)
+            dead, split = await self._send_retrying(ready.encoded, group)
             if split and len(dead) > 1:
                 half = len(dead) // 2
-                stack.append([it for it, _ in dead[half:]])
-                stack.append([it for it, _ in dead[:half]])
+                stack.append([i for i, _ in dead[half:]])
+                stack.append([i for i, _ in dead[:half]])
                 continue
-            for it, response in dead:
-                await self._dead_letter(
-                    it.record, "destination_rejected", response[:200], response, it.event_id, it.org_id
-                )
+            for i, response in dead:
+                await self._dead_letter(ready.records[i], "destination_rejected", response[:200], response)
 
-    async def _send_retrying(self, group: list[Item]) -> tuple[list[tuple[Item, str]], bool]:
+    async def _send_retrying(
+        self, encoded: list[bytes], group: list[int]
+    ) -> tuple[list[tuple[int, str]], bool]:
         pending = group
-        dead: list[tuple[Item, str]] = []
+        dead: list[tuple[int, str]] = []
         split = False
-        backoff = Backoff(self.config.retry)
+        wait = backoff(self.config.retry)
         while pending:
             try:
-                d = await self.client.send([it.encoded for it in pending])
+                d = await self.client.send([encoded[i] for i in pending])
             except Exception as e:  # noqa: BLE001 - a client bug must not kill the loop: retry
                 d = Delivery.retry_all(len(pending), f"{type(e).__name__}: {e}")
             confirmed = len(pending) - len(d.retry) - len(d.dead)
@@ -193,7 +288,7 @@ class DestinationRunner:
             m.RETRIED.labels(self.name).inc(len(pending))
             self.status.state = "retrying"
             self.status.last_error = d.error[:500]
-            delay = backoff.next_delay(d.retry_after)
+            delay = wait.next_delay(d.retry_after)
             log(
                 LOG,
                 logging.WARNING,
@@ -203,19 +298,13 @@ class DestinationRunner:
                 delay_s=round(delay, 3),
                 error=d.error[:300],
             )
-            await self._paused_wait(delay)
+            if await sleep_unless_stopped(delay, self.stop):
+                raise Stopped()
         self.status.state = "running"
         return dead, split
 
-    async def _dead_letter(
-        self,
-        rec: ConsumerRecord,
-        reason: str,
-        error: str,
-        response: str | None,
-        event_id: str | None,
-        org_id: str | None,
-    ) -> None:
+    async def _dead_letter(self, rec: ConsumerRecord, reason: str, error: str, response: str | None) -> None:
+        event_id, org_id = ids_of(rec.value)
         letter = DeadLetter(
             stage=f"forwarder:{self.name}",
             reason=reason,
@@ -228,13 +317,12 @@ class DestinationRunner:
             original=encode_original(rec.value),
             response=response,
         )
-        backoff = Backoff(self.config.retry)
+        wait = backoff(self.config.retry)
         while True:
             try:
                 await send_dead_letter(self.producer, letter, topic=self.config.dlq_topic())
                 break
             except KafkaError as e:
-                delay = backoff.next_delay()
                 log(
                     LOG,
                     logging.ERROR,
@@ -242,14 +330,29 @@ class DestinationRunner:
                     destination=self.name,
                     error=str(e),
                 )
-                await self._paused_wait(delay)
+                if await sleep_unless_stopped(wait.next_delay(), self.stop):
+                    raise Stopped() from e
         m.DEAD_LETTERED.labels(self.name, reason).inc()
         self.status.dead_lettered += 1
 
-    async def _commit(self, batch: Batch) -> None:
+    async def _commit_loop(self) -> None:
+        """Commit what confirmed batches made committable, until nothing new is left."""
+        while self._committable:
+            offsets, self._committable = self._committable, {}
+            await self._commit(offsets)
+            await sleep_unless_stopped(COMMIT_PACE_S, self.stop)
+
+    async def _commits_done(self) -> None:
+        """Wait for the commit in flight and commit whatever is left (at stop)."""
+        if self._committer is not None:
+            await self._committer
+        await self._commit_loop()
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         assert self.consumer is not None
         assigned = self.consumer.assignment()
-        offsets = {tp: off for tp, off in batch.commit_offsets().items() if tp in assigned}
+        # partitions revoked meanwhile are dropped: their new owner re-reads from the last commit
+        offsets = {tp: off for tp, off in offsets.items() if tp in assigned}
         if not offsets:
             return
         try:
@@ -265,25 +368,6 @@ class DestinationRunner:
             )
 
     # back-pressure -------------------------------------------------------------------------------------
-    async def _paused_wait(self, delay: float) -> None:
-        """Sleep ``delay`` with every partition paused, still polling so the group keeps us."""
-        assert self.consumer is not None
-        m.PAUSED.labels(self.name).set(1)
-        loop = asyncio.get_running_loop()
-        end = loop.time() + delay
-        while True:
-            if self.stop.is_set():
-                raise Stopped()
-            left = end - loop.time()
-            if left <= 0:
-                return
-            self.consumer.pause(*self.consumer.assignment())
-            got = await self.consumer.getmany(timeout_ms=int(min(left, 1.0) * 1000))
-            for tp, recs in got.items():  # partitions assigned meanwhile: read them again later
-                if recs:
-                    self.consumer.seek(tp, recs[0].offset)
-            await self._refresh_lag()  # lag keeps growing while the destination is down: show it
-
     def _resume(self) -> None:
         if self.consumer is not None and self.consumer.paused():
             self.consumer.resume(*self.consumer.paused())

@@ -1,4 +1,5 @@
-"""Webhook encoding: the event JSON as is (after field mapping), and the signature rule."""
+"""Webhook encoding: the record as is (bytes unchanged; the client joins them into a JSON array), and the
+signature rule. Nothing is parsed."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import hashlib
 import hmac
 from typing import Any
 
-from services.siem_forwarder.util.common_encoding import dumps
 from services.siem_forwarder.webhook.config import WebhookConfig
 
 
@@ -29,11 +29,13 @@ def verify(
 
 
 class WebhookEncoder:
+    needs: tuple[str, ...] = ()
+
     def __init__(self, config: WebhookConfig) -> None:
         self.config = config
 
-    def encode(self, doc: dict[str, Any]) -> bytes:
-        return dumps(doc)
+    def encode(self, record: bytes, doc: dict[str, Any] | None) -> bytes:
+        return record
 
     def size(self, item: bytes) -> int:
         return len(item)

@@ -22,6 +22,7 @@ class HttpReceiver:
         self.server: uvicorn.Server | None = None
         self.task: asyncio.Task | None = None
         self.received: list[str] = []  # event ids accepted, in order, duplicates kept
+        self.bodies: list[bytes] = []  # every request body (decompressed), as it arrived
         self.first_seen: dict[str, float] = {}
         self.requests = 0
         self.rejected_requests = 0

@@ -37,6 +37,7 @@ class DatadogReceiver(HttpReceiver):
         if request.headers.get("content-encoding") == "gzip":
             body = gzip.decompress(body)
             self.gzipped += 1
+        self.bodies.append(body)
         if len(body) > MAX_BYTES:
             return JSONResponse(
                 {"errors": [{"status": "413", "title": "Payload Too Large"}]}, status_code=413

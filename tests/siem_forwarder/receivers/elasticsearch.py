@@ -52,7 +52,9 @@ class ElasticReceiver(HttpReceiver):
             return r
         if "ndjson" not in request.headers.get("content-type", ""):
             return JSONResponse({"error": "Content-Type header [] is not supported", "status": 406}, 406)
-        text = (await request.body()).decode()
+        raw = await request.body()
+        self.bodies.append(raw)
+        text = raw.decode()
         if not text.endswith("\n"):
             return JSONResponse(
                 {

@@ -37,8 +37,10 @@ class OtlpReceiver(HttpReceiver):
         if request.headers.get("content-type") != "application/json":
             return JSONResponse({"code": 3, "message": "unsupported content type"}, status_code=415)
         req = ExportLogsServiceRequest()
+        raw = await request.body()
+        self.bodies.append(raw)
         try:
-            json_format.Parse(await request.body(), req)
+            json_format.Parse(raw, req)
         except json_format.ParseError as e:
             return JSONResponse({"code": 3, "message": str(e)}, status_code=400)
         ids, rejected = [], 0

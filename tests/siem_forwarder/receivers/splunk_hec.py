@@ -63,6 +63,7 @@ class HecReceiver(HttpReceiver):
         if (r := self._auth(request)) is not None:
             return r
         raw = await request.body()
+        self.bodies.append(raw)
         if len(raw) > self.max_content_length:
             self.too_large += 1
             return JSONResponse({"text": "Content length exceeded", "code": 27}, status_code=413)

@@ -32,6 +32,7 @@ class WebhookReceiver(HttpReceiver):
         if (r := self.injected_failure()) is not None:
             return r
         body = await request.body()
+        self.bodies.append(body)
         ts = request.headers.get("x-auditpipe-timestamp", "")
         sig = request.headers.get("x-auditpipe-signature", "")
         expected = "sha256=" + hmac.new(self.secret, ts.encode() + b"." + body, hashlib.sha256).hexdigest()
