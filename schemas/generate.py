@@ -1,7 +1,7 @@
 """Generate the checked-in JSON Schema files from the pydantic models.
 
-Run ``python -m schemas.generate`` after changing ``schemas/events_v1.py``; ``tests/schemas`` fails when
-the files drift from the models.
+Run ``python -m schemas.generate`` after changing ``schemas/events_v1.py`` or ``schemas/digests_v1.py``;
+``tests/schemas`` fails when the files drift from the models.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
+from schemas.digests_v1 import Digest
 from schemas.events_v1 import (
     DeadLetter,
     EnrichedEvent,
@@ -30,6 +31,7 @@ MODELS = {
     "org_switch.v1.json": OrgSwitch,
     "raw_record.v1.json": TypeAdapter(RawRecord),
     "enricher_switch_state.v1.json": EnricherSwitchState,
+    "digest.v1.json": Digest,
 }
 TITLES = {"raw_record.v1.json": "RawRecord"}
 

@@ -22,6 +22,8 @@ CLI_MODULES = (
     *(f"services.{name}.cli" for name in SERVICE_CLIS),
     "services.tools.token_cli",
     "services.tools.events_cli",
+    "services.archive.cli",
+    "services.integrity.cli",
 )
 
 

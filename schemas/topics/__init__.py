@@ -13,6 +13,7 @@ RAW = "audit.raw.v1"
 EVENTS = "audit.events.v1"
 DEADLETTER = "audit.deadletter.v1"
 ORG_SWITCH = "audit.org-switch.v1"
+DIGESTS = "audit.digests.v1"
 ENRICHER_STATE = "audit.enricher.state.v1"
 
 

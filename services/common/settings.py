@@ -206,11 +206,85 @@ class RetentionSettings(BaseModel):
     archive_dir: Path = Path(".stack/archives")
     archive_gzip: bool = False
     delete_min_age_days: int = Field(default=30, ge=0)
+    snapshot_lag_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="An archive run only takes rows stored at least this long before it started",
+    )
     audit_topic: str = Field(default="audit.raw.v1", description="Where archive runs/deletions are audited")
 
     @property
     def max_days(self) -> int:
         return 3650 if self.self_hosted else 365
+
+
+class IntegritySettings(BaseModel):
+    """Tamper evidence: signed, chained digests of what was stored (docs/integrity.md)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Seal windows into signed digests (`auditpipe seal`, part of `auditpipe run`); the "
+        "archive job then never deletes a row before it is sealed",
+    )
+    window_s: int = Field(
+        default=3600, ge=1, le=86_400, description="Length of a sealed window (by storage time), per org"
+    )
+    grace_s: float = Field(
+        default=120.0,
+        ge=0,
+        le=86_400,
+        description="A window is sealed once ClickHouse's clock and the sink's committed progress have "
+        "passed its end by this much (covers inserts in flight and clock skew)",
+    )
+    interval_s: float = Field(default=60.0, gt=0, description="How often the sealer looks for due windows")
+    verify_parallelism: int = Field(
+        default=2, ge=1, le=64, description="Organisations verified side by side (one ClickHouse query each)"
+    )
+    signing_key: SecretStr | None = Field(
+        default=None,
+        description="Ed25519 private key (PKCS#8 PEM, or base64 of the 32-byte seed) that signs digests",
+    )
+    signing_key_file: Path | None = Field(
+        default=None, description="File holding the signing key (same formats); preferred over the variable"
+    )
+    dev_key_file: Path = Field(
+        default=Path(".stack/integrity/signing.key"),
+        description="Development only: the signing key created on first use when none is configured",
+    )
+    public_keys: list[str] = Field(
+        default_factory=list,
+        description="Other trusted Ed25519 public keys (PEM or base64 of 32 bytes): rotated-out keys, and "
+        "the current one on machines that verify without the private key",
+    )
+    digest_topic: str = Field(
+        default="audit.digests.v1", min_length=1, description="Append-only topic of signed digests"
+    )
+    audit_topic: str = Field(
+        default="audit.raw.v1", min_length=1, description="Where seals and verifications are audited"
+    )
+    digest_dir: Path | None = Field(
+        default=None, description="Digest files' root (default: retention.archive_dir, beside the archives)"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8084, ge=1, le=65535, description="Sealer /healthz /readyz /metrics")
+
+    @field_validator("public_keys")
+    @classmethod
+    def _keys(cls, v: list[str]) -> list[str]:
+        import base64
+        import binascii
+
+        for i, k in enumerate(v):
+            k = k.strip()
+            if k.startswith("-----BEGIN PUBLIC KEY-----"):
+                continue
+            try:
+                ok = len(base64.b64decode(k, validate=True)) == 32
+            except (binascii.Error, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"entry {i} is neither a PEM public key nor base64 of 32 bytes")
+        return v
 
 
 class ForwarderSettings(BaseModel):
@@ -363,6 +437,7 @@ class Settings(BaseSettings):
     enricher: EnricherSettings = Field(default_factory=EnricherSettings)
     sink: SinkSettings = Field(default_factory=SinkSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    integrity: IntegritySettings = Field(default_factory=IntegritySettings)
     forwarder: ForwarderSettings = Field(default_factory=ForwarderSettings)
     query_api: QueryApiSettings = Field(default_factory=QueryApiSettings)
     stack: StackSettings = Field(default_factory=StackSettings)
@@ -546,6 +621,18 @@ def production_problems(s: Settings) -> list[tuple[str, str]]:
                 "the development default or a placeholder; set a secret of its own",
             )
         )
+    i = s.integrity
+    if i.enabled and i.signing_key is None and i.signing_key_file is None:
+        # (a file path, not the key: only the sealer mounts the file; the others verify with public keys)
+        out.append(
+            (
+                "AUDITPIPE_INTEGRITY__SIGNING_KEY_FILE",
+                "production with integrity.enabled needs a signing key (this variable or "
+                "AUDITPIPE_INTEGRITY__SIGNING_KEY); the development key is made only outside production",
+            )
+        )
+    elif i.signing_key is not None and is_placeholder(i.signing_key.get_secret_value()):
+        out.append(("AUDITPIPE_INTEGRITY__SIGNING_KEY", "a placeholder/example value; set the real key"))
     return out
 
 

@@ -52,6 +52,7 @@ def ports_from(s: Settings, siem_port: int = 8088) -> Ports:
         forwarder=s.forwarder.port,
         enricher=s.enricher.web_port,
         siem=siem_port,
+        seal=s.integrity.port,
     )
 
 

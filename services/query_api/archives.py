@@ -1,6 +1,6 @@
-"""Archived audit files for the query API: a thin layer over the sink's ``services.sink.archive``.
+"""Archived audit files for the query API: a thin layer over ``services.archive``.
 
-The sink writes ``<archive_dir>/<org dir>/events-YYYY-MM-DD[.N].jsonl[.gz]`` with a manifest beside
+The archive job writes ``<archive_dir>/<org dir>/events-YYYY-MM-DD[.N].jsonl[.gz]`` with a manifest beside
 each file; it also owns the rules (file-name validation without traversal, "only files at least
 ``retention.delete_min_age_days`` old since creation may be deleted", the audit event of a deletion).
 This module only adapts them to the API's shapes.
@@ -12,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from services.archive import files as archive_files
+from services.archive.job import Publish, delete_archive
+from services.archive.rules import ArchiveError, ArchiveFile, org_dir_name
 from services.common.settings import Settings
-from services.sink import archive as sink_archive
-from services.sink.archive import ArchiveError, ArchiveFile
 
 __all__ = ["ArchiveError", "ArchiveFile", "as_dict", "delete", "deletable", "get", "listing"]
 
@@ -25,7 +26,7 @@ def _created(af: ArchiveFile) -> datetime:
 
 
 def deletable(created_at: datetime, now: datetime, min_age_days: int) -> bool:
-    """Octopus's safeguard (the sink enforces it on delete): at least ``min_age_days`` since creation."""
+    """Octopus's safeguard (services.archive enforces it on delete): ``min_age_days`` since creation."""
     return now - created_at >= timedelta(days=min_age_days)
 
 
@@ -47,14 +48,14 @@ def _nameable(org_id: str | None) -> bool:
     """Whether an org's archive folder name fits a file name (255 bytes): an org id of 256 characters
     percent-encodes to up to 3 KB, and asking the file system about it fails (ENAMETOOLONG), which
     means "no archive", not a server error."""
-    return org_id is None or len(sink_archive.org_dir_name(org_id).encode()) <= 255
+    return org_id is None or len(org_dir_name(org_id).encode()) <= 255
 
 
 def listing(settings: Settings, org_id: str | None) -> list[ArchiveFile]:
     """Files of one org (or all), newest day first."""
     if not _nameable(org_id):
         return []
-    files = sink_archive.list_archives(settings, org_id)
+    files = archive_files.list_archives(settings, org_id)
     return sorted(files, key=lambda a: (a.day, a.org_id, a.file), reverse=True)
 
 
@@ -63,13 +64,15 @@ def get(settings: Settings, filename: str, org_id: str) -> tuple[ArchiveFile, Pa
         raise ArchiveError("invalid_name", "file name must be events-YYYY-MM-DD[.N].jsonl[.gz]")
     if not _nameable(org_id):
         raise ArchiveError("not_found", "archive not found")
-    return sink_archive.get_archive(settings, filename, org_id)
+    return archive_files.get_archive(settings, filename, org_id)
 
 
-def delete(settings: Settings, filename: str, org_id: str, requested_by: str) -> ArchiveFile:
-    """Deletes after publishing the audit event (actor = ``requested_by``); see sink.archive."""
+def delete(
+    settings: Settings, filename: str, org_id: str, requested_by: str, publish: Publish
+) -> ArchiveFile:
+    """Deletes after publishing the audit event (actor = ``requested_by``); see services.archive.job."""
     if "/" in filename or "\\" in filename:
         raise ArchiveError("invalid_name", "file name must be events-YYYY-MM-DD[.N].jsonl[.gz]")
     if not _nameable(org_id):
         raise ArchiveError("not_found", "archive not found")
-    return sink_archive.delete_archive(settings, filename, requested_by, org_id=org_id)
+    return delete_archive(settings, filename, requested_by, org_id=org_id, publish=publish)

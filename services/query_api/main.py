@@ -24,6 +24,7 @@ from services.common.settings import Settings, get_settings
 from services.common.tokens import TokenStore
 from services.query_api.export import ExportSlots
 from services.query_api.routes import archives, conflicts, events, health, me, retention, timeline
+from services.query_api.routes import integrity as integrity_routes
 
 STATIC = Path(__file__).parent / "static"
 logger = logging.getLogger("query_api")
@@ -107,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.export_slots = ExportSlots(qa.export_max_per_principal, qa.export_max_concurrent)
 
     # archives and timeline before events: they must match before /api/events/{event_id}
-    routers = (health, me, archives, timeline, events, retention, conflicts)
+    routers = (health, me, archives, timeline, events, retention, conflicts, integrity_routes)
     for r in routers:
         app.include_router(r.router)
 

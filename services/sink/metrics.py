@@ -29,5 +29,3 @@ DEAD_LETTERED = counter(
 LAST_SUCCESS = gauge("sink", "last_success_timestamp_seconds", "Unix time of the last committed batch")
 PAUSED = gauge("sink", "paused", "1 while fetching is paused (buffer full or ClickHouse unavailable)")
 BUFFERED_ROWS = gauge("sink", "buffered_rows", "Rows held in the current batch")
-ARCHIVED_ROWS = counter("sink", "archived_rows_total", "Rows written to verified archives and deleted")
-ARCHIVE_RUNS = counter("sink", "archive_runs_total", "Archive runs", labels=("outcome",))

@@ -400,7 +400,7 @@ class Sink:
 
 
 async def run_sink(settings: Settings, stop: asyncio.Event | None = None, health: bool = True) -> None:
-    """``auditpipe sink``: the pipeline, the health server and the scheduled archive job."""
+    """``auditpipe sink``: the pipeline, the health server and the archive schedule (``services.archive``)."""
     from services.common.runtime import install_stop_signals, serve_health, stop_health
 
     stop = stop or asyncio.Event()
@@ -413,7 +413,7 @@ async def run_sink(settings: Settings, stop: asyncio.Event | None = None, health
     try:
         await sink.start()
         if settings.sink.archive_enabled:
-            from services.sink.archive import archive_loop
+            from services.archive.job import archive_loop
 
             archive_task = asyncio.create_task(archive_loop(settings, stop))
         log(

@@ -35,11 +35,12 @@ class Ports:
     forwarder: int = 8083
     enricher: int = 6066
     siem: int = 8088
+    seal: int = 8084
 
     @classmethod
     def offset(cls, base: int) -> Ports:
         """A block of ports starting at ``base`` (for private pipelines in tests and benchmarks)."""
-        return cls(base, base + 1, base + 2, base + 3, base + 4, base + 5, base + 6, base + 7, base + 8)
+        return cls(*(base + i for i in range(10)))
 
 
 def sha256_hex(token: str) -> str:
@@ -50,7 +51,7 @@ def sha256_hex(token: str) -> str:
 class LocalPipeline:
     state_dir: Path
     ports: Ports = field(default_factory=Ports)
-    services: tuple[str, ...] = ("ingest", "enricher", "sink", "forwarder", "api")
+    services: tuple[str, ...] = ("ingest", "enricher", "sink", "forwarder", "api", "seal")
     forwarder_config: str | None = None
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "10.0.0.0/8", "192.168.0.0/16")
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -81,6 +82,8 @@ class LocalPipeline:
             "AUDITPIPE_ENRICHER__DATA_DIR": str(self.state_dir / "enricher"),
             "AUDITPIPE_ENRICHER__TRUSTED_PROXIES": json.dumps(list(self.trusted_proxies)),
             "AUDITPIPE_RETENTION__ARCHIVE_DIR": str(self.state_dir / "archives"),
+            "AUDITPIPE_INTEGRITY__PORT": str(p.seal),
+            "AUDITPIPE_INTEGRITY__DEV_KEY_FILE": str(self.state_dir / "integrity" / "signing.key"),
             "AUDITPIPE_TOKENS_FILE": str(self.state_dir / "tokens.json"),
             "AUDITPIPE_INGEST__TOKENS": json.dumps(
                 [{"producer": "demo-platform", "sha256": sha256_hex(self.ingest_token), "orgs": ["*"]}]
@@ -156,6 +159,7 @@ class LocalPipeline:
             "sink": self.ports.sink,
             "forwarder": self.ports.forwarder,
             "enricher": self.ports.enricher,
+            "seal": self.ports.seal,
         }[service]
         return f"http://127.0.0.1:{port}{path}"
 

@@ -1,4 +1,4 @@
-"""``auditpipe run``: run ingest, enricher, sink, forwarder and query API as child processes.
+"""``auditpipe run``: run ingest, enricher, sink, forwarder, query API and sealer as child processes.
 
 A child that exits unexpectedly is restarted with exponential backoff (capped), and the restart is
 logged. SIGTERM / SIGINT (Ctrl-C) forwards SIGTERM to every child, waits for them to finish their batch
@@ -21,7 +21,7 @@ from services.common.logging import get_logger, log
 
 logger = get_logger("auditpipe.supervisor")
 
-DEFAULT_SERVICES = ("ingest", "enricher", "sink", "forwarder", "api")
+DEFAULT_SERVICES = ("ingest", "enricher", "sink", "forwarder", "api", "seal")
 
 
 @dataclass

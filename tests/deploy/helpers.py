@@ -28,6 +28,7 @@ SERVICES: dict[str, tuple[str, str, str, str]] = {
     "sink": ("sink", "sink", "host", "port"),
     "forwarder": ("forwarder", "forwarder", "host", "port"),
     "enricher": ("enricher", "enricher", "web_host", "web_port"),
+    "seal": ("seal", "integrity", "host", "port"),
 }
 
 # Valid stand-ins for the secrets the deployment files leave to the operator (``${X:?...}`` in compose,

@@ -191,7 +191,7 @@ def test_every_registered_metric_follows_the_naming_convention() -> None:
     from services.common.metrics import REGISTRY
 
     metrics()  # imports every module that declares metrics
-    services = "ingest|enricher|sink|forwarder|query_api"
+    services = "ingest|enricher|sink|forwarder|query_api|integrity"
     collectors = {id(c): c for c in REGISTRY._names_to_collectors.values()}.values()  # noqa: SLF001
     assert len(collectors) > 20
     for c in collectors:

@@ -65,6 +65,7 @@ def test_demo_runs_the_pipeline_and_answers(tmp_path) -> None:
         AUDITPIPE_SINK__PORT="19975",
         AUDITPIPE_FORWARDER__PORT="19976",
         AUDITPIPE_ENRICHER__WEB_PORT="19977",
+        AUDITPIPE_INTEGRITY__PORT="19979",
         AUDITPIPE_STACK__STATE_DIR=str(tmp_path / "stack"),
         AUDITPIPE_STACK__KAFKA_HEAP="512m",
     )

@@ -163,11 +163,11 @@ def copy_and_events(settings: Settings, table: str, cols: str) -> tuple[list[str
 
 
 def archive_day(settings: Settings, org: str, when: datetime, events: list[EnrichedEvent]) -> set[str]:
-    """Delete the org-day holding ``when`` with the sink archive job's own delete; the ids it removed."""
-    from services.sink.archive import _delete_rows
+    """Delete the org-day holding ``when`` with the archive job's own delete; the ids it removed."""
+    from services.archive.store import delete_rows
 
     day = when.replace(hour=0, minute=0, second=0, microsecond=0)
     end = day + timedelta(days=1)
     params = {"org": org, "start": day, "end": end, "snap": NOW + timedelta(days=1)}
-    _delete_rows(make_client(settings), settings.clickhouse_database, params)
+    delete_rows(make_client(settings), settings.clickhouse_database, params)
     return {str(e.event_id) for e in events if e.org_id == org and day <= e.occurred_at < end}

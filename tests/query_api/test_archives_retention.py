@@ -14,12 +14,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from schemas.events_v1 import OrgSwitch, RawEvent
+from services.archive.rules import org_dir_name
 from services.common.audit_events import AuditUnavailable
 from services.common.kafka import make_consumer
 from services.common.settings import Settings
 from services.query_api.archives import deletable
 from services.query_api.main import create_app
-from services.sink.archive import org_dir_name
 from tests.conftest import run_sync
 from tests.query_api.conftest import auth
 
@@ -53,7 +53,7 @@ def audited(api_settings: Settings, kafka_settings: Settings, topic_names):  # n
 
 
 def _write_archive(root, org: str, day: str, age_days: float, body: bytes, gz: bool = False):  # noqa: ANN001, ANN202
-    """A day file plus its manifest, laid out as services.sink.archive writes them."""
+    """A day file plus its manifest, laid out as services.archive writes them."""
     d = root / org_dir_name(org)
     d.mkdir(parents=True, exist_ok=True)
     name = f"events-{day}.jsonl" + (".gz" if gz else "")

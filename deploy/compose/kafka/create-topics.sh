@@ -30,6 +30,8 @@ create_topic audit.deadletter.v1 3 2592000000 zstd --config max.message.bytes=83
 # The org audit switch set through the query API, followed by the enricher: compacted (the latest record
 # per org is the state; retention.ms does not apply to a compact-only topic).
 create_topic audit.org-switch.v1 1 604800000 zstd --config cleanup.policy=compact
+# Signed digests (schemas/topics/audit.digests.v1.yaml): append-only, never compacted, kept forever.
+create_topic audit.digests.v1 1 -1 zstd
 # The enricher's state topic (AUDITPIPE_ENRICHER__STATE_TOPIC) is compacted: it keeps the last switch
 # state per org forever, so it must not be auto-created with the broker's delete policy.
 create_topic audit.enricher.state.v1 1 604800000 zstd --config cleanup.policy=compact

@@ -1,11 +1,13 @@
-"""``/api/events/archives``: archived day files per org (``services.sink.archive``).
+"""``/api/events/archives``: archived day files per org (``services.archive``).
 
-Downloads are audited here before the first byte; deletions are audited by the sink's module (actor =
-the principal) before the file goes. Either way, no audit event means no action (503).
+Downloads are audited here before the first byte; deletions are audited by services.archive (actor =
+the principal, published through this app's publisher) before the file goes. Either way, no audit
+event means no action (503).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +18,7 @@ from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from services.archive.job import loop_publish
 from services.common.audit_events import PRODUCER_QUERY_API, AuditUnavailable, person, system_event
 from services.query_api import archives as A
 from services.query_api.auth import Principal
@@ -143,12 +146,14 @@ async def delete_archive(
     filename: FileName,
     principal: ManagerPrincipal,
     settings: SettingsDep,
+    audit: AuditDep,
     org: OrgQuery = None,
 ) -> JSONResponse:
     o = _org_for(principal, org, required=True)
     assert o is not None
+    publish = loop_publish(audit, asyncio.get_running_loop())
     try:
-        info = await run_in_threadpool(A.delete, settings, filename, o, principal.name)
+        info = await run_in_threadpool(A.delete, settings, filename, o, principal.name, publish)
     except A.ArchiveError as e:
         raise _archive_error(e) from None
     return JSONResponse({"deleted": info.file.rsplit("/", 1)[-1], "org_id": o, "rows": info.rows})

@@ -1,4 +1,4 @@
-"""Pure rules of the archive job: retention, days, names, checksums (the sink's own: test_records.py)."""
+"""Pure rules of retention and archives: retention bounds, which days, safe names, the line checksum."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.common.settings import load_settings
-from services.sink.archive import (
+from services.archive.files import resolve
+from services.archive.rules import (
     FILE_RE,
     ArchiveError,
     clamp_retention,
@@ -17,8 +17,8 @@ from services.sink.archive import (
     file_name,
     line_checksum,
     org_dir_name,
-    resolve,
 )
+from services.common.settings import load_settings
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from services.archive.files import list_archives
+from services.archive.job import delete_archive, run_archive
+from services.archive.rules import ArchiveError
 from services.common.clickhouse import make_client
-from services.sink.archive import ArchiveError, delete_archive, list_archives, run_archive
 from tests.sink.helpers import count, enriched, insert_events, read_all
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
@@ -125,7 +127,7 @@ async def test_failure_between_write_and_verify_leaves_rows(ch_settings, topic_n
         raise OSError("disk vanished")
 
     for hook, why in ((tamper, "file has 51 rows"), (crash, "disk vanished")):
-        rep = run_archive(s, "system", NOW, before_verify=hook)
+        rep = await asyncio.to_thread(run_archive, s, "system", NOW, before_verify=hook)
         assert len(rep.errors) == 1 and rep.files == [] and why in rep.errors[0], rep.errors
         assert count(s) == 50  # nothing deleted
         assert list_archives(s) == []
@@ -134,7 +136,7 @@ async def test_failure_between_write_and_verify_leaves_rows(ch_settings, topic_n
     # no audit event for a failed run (nothing was archived)
     assert await read_all(s, topics["audit.raw.v1"], 1, timeout_s=2) == []
     # and once the fault is gone, the day is archived
-    rep = run_archive(s, "system", NOW)
+    rep = await asyncio.to_thread(run_archive, s, "system", NOW)
     assert [f.rows for f in rep.files] == [50] and count(s) == 0
 
 
@@ -142,7 +144,7 @@ async def test_delete_refuses_young_files_and_audits_deletions(ch_settings, topi
     topics = topic_names("audit.raw.v1")
     s = _settings(ch_settings, tmp_path, topics, default_days=30)
     insert_events(s, [enriched(i, org="org-d", occurred_at=_day(45)) for i in range(5)], inserted_at=LONG_AGO)
-    (af,) = run_archive(s, "system", NOW).files
+    (af,) = (await asyncio.to_thread(run_archive, s, "system", NOW)).files
     with pytest.raises(ArchiveError) as e:
         delete_archive(s, af.file, requested_by="ada@test", now=NOW + timedelta(days=29))
     assert e.value.code == "too_young" and "30 days" in str(e.value)
@@ -157,8 +159,10 @@ async def test_delete_refuses_young_files_and_audits_deletions(ch_settings, topi
         )
     assert e3.value.code == "not_found"
     # the API addresses files by bare name within the caller's org
-    gone = delete_archive(
-        s, af.file.split("/")[1], requested_by="ada@test", now=NOW + timedelta(days=31), org_id="org-d"
+    gone = await asyncio.to_thread(
+        lambda: delete_archive(
+            s, af.file.split("/")[1], requested_by="ada@test", now=NOW + timedelta(days=31), org_id="org-d"
+        )
     )
     assert gone.file == af.file and not (tmp_path / "archives" / af.file).exists()
     assert list_archives(s) == []
