@@ -10,6 +10,7 @@
 -- ---------------------------------------------------------------- roles
 CREATE ROLE IF NOT EXISTS auditpipe_writer;
 CREATE ROLE IF NOT EXISTS auditpipe_archiver;
+CREATE ROLE IF NOT EXISTS auditpipe_sealer;
 CREATE ROLE IF NOT EXISTS auditpipe_query_api;
 CREATE ROLE IF NOT EXISTS auditpipe_analyst;
 CREATE ROLE IF NOT EXISTS auditpipe_admin;
@@ -29,6 +30,16 @@ GRANT SELECT ON audit.org_settings TO auditpipe_archiver;
 GRANT ALTER DELETE ON audit.events TO auditpipe_archiver;
 -- the time-sorted copy (0011) loses an archived day together with events (first, same filter)
 GRANT ALTER DELETE ON audit.events_by_time TO auditpipe_archiver;
+-- never deletes a row stored after the newest sealed horizon (0015)
+GRANT SELECT ON audit.seal_runs TO auditpipe_archiver;
+
+-- The sealer (`auditpipe seal`, docs/integrity.md): reads what was stored, appends its own records of
+-- what it sealed, signed and published (0015). Never changes or deletes a row, its own included.
+GRANT SELECT ON audit.events TO auditpipe_sealer;
+GRANT SELECT, INSERT ON audit.sealed_events TO auditpipe_sealer;
+GRANT SELECT, INSERT ON audit.digests TO auditpipe_sealer;
+GRANT SELECT, INSERT ON audit.digest_published TO auditpipe_sealer;
+GRANT SELECT, INSERT ON audit.seal_runs TO auditpipe_sealer;
 
 -- The query API: read events; write per-org retention settings (never events).
 GRANT SELECT ON audit.events TO auditpipe_query_api;
@@ -38,11 +49,17 @@ GRANT SELECT ON audit.events_by_target TO auditpipe_query_api;
 GRANT SELECT ON audit.events_by_time TO auditpipe_query_api;
 GRANT SELECT, INSERT ON audit.org_settings TO auditpipe_query_api;
 GRANT SELECT ON audit.event_conflicts TO auditpipe_query_api;
+-- integrity status and verification (GET /api/integrity...): what was sealed, and the record of checks
+GRANT SELECT ON audit.sealed_events TO auditpipe_query_api;
+GRANT SELECT ON audit.digests TO auditpipe_query_api;
+GRANT SELECT, INSERT ON audit.integrity_checks TO auditpipe_query_api;
 
 -- Analysts who query ClickHouse directly: read-only. events_dedup is the view to use (never a duplicate);
 -- SELECT on events is needed because a normal view runs with the invoker's rights (SQL SECURITY INVOKER).
 GRANT SELECT ON audit.events_dedup TO auditpipe_analyst;
 GRANT SELECT ON audit.events TO auditpipe_analyst;
+-- `auditpipe verify` run by an auditor with this role (it only reads)
+GRANT SELECT ON audit.sealed_events TO auditpipe_analyst;
 
 -- Schema changes (auditpipe migrate) and break-glass operations. Keep this user off the network.
 GRANT ALL ON audit.* TO auditpipe_admin WITH GRANT OPTION;
@@ -63,6 +80,11 @@ CREATE USER IF NOT EXISTS auditpipe_sink IDENTIFIED WITH sha256_password BY 'CHA
     HOST LOCAL SETTINGS PROFILE auditpipe_service;
 GRANT auditpipe_writer, auditpipe_archiver TO auditpipe_sink;
 SET DEFAULT ROLE auditpipe_writer, auditpipe_archiver TO auditpipe_sink;
+
+CREATE USER IF NOT EXISTS auditpipe_seal IDENTIFIED WITH sha256_password BY 'CHANGE-ME-seal'
+    HOST LOCAL SETTINGS PROFILE auditpipe_service;
+GRANT auditpipe_sealer TO auditpipe_seal;
+SET DEFAULT ROLE auditpipe_sealer TO auditpipe_seal;
 
 CREATE USER IF NOT EXISTS auditpipe_api IDENTIFIED WITH sha256_password BY 'CHANGE-ME-api'
     HOST LOCAL SETTINGS PROFILE auditpipe_service;

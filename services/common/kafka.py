@@ -80,9 +80,6 @@ def security_kwargs(settings: Settings) -> dict[str, Any]:
     return kw
 
 
-_security = security_kwargs  # the name the enricher imports today
-
-
 def faust_credentials(settings: Settings) -> CredentialsT | None:
     """The same settings as faust ``broker_credentials`` (the enricher's app): SASL with its TLS context,
     TLS alone (mutual TLS when a client certificate is set), or None for PLAINTEXT."""
@@ -115,6 +112,13 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**kw)
 
 
+def make_admin(settings: Settings, **overrides: Any) -> AIOKafkaAdminClient:
+    """An admin client with the same connection and security settings as every other client."""
+    return AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, **security_kwargs(settings), **overrides
+    )
+
+
 def make_consumer(
     settings: Settings, *topics: str, group_id: str | None, **overrides: Any
 ) -> AIOKafkaConsumer:
@@ -143,7 +147,7 @@ async def ensure_topics(
     deadline = asyncio.get_running_loop().time() + timeout_s
     last: Exception | None = None
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **security_kwargs(settings))
+        admin = make_admin(settings)
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -211,11 +215,7 @@ async def update_lag(consumer: AIOKafkaConsumer, service: str, group: str) -> in
 
 async def kafka_ready(settings: Settings, timeout_s: float = 3.0) -> bool:
     """True when the cluster answers a metadata request within ``timeout_s``."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers,
-        request_timeout_ms=int(timeout_s * 1000),
-        **security_kwargs(settings),
-    )
+    admin = make_admin(settings, request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         await asyncio.wait_for(admin.list_topics(), timeout_s)
@@ -234,6 +234,7 @@ __all__ = [
     "TopicPartition",
     "make_producer",
     "make_consumer",
+    "make_admin",
     "security_kwargs",
     "ssl_context",
     "faust_credentials",
@@ -247,7 +248,7 @@ __all__ = [
 
 async def topic_end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """{partition: end offset} of ``topic`` (how many messages it ever held, per partition)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **security_kwargs(settings))
+    admin = make_admin(settings)
     await admin.start()
     try:
         desc = await admin.describe_topics([topic])
@@ -269,7 +270,7 @@ async def topic_end_offsets(settings: Settings, topic: str) -> dict[int, int]:
 
 async def group_lag(settings: Settings, group: str, topic: str) -> dict[int, int]:
     """{partition: messages not yet committed by ``group``} for ``topic`` (from the broker's view)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **security_kwargs(settings))
+    admin = make_admin(settings)
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(group)

@@ -7,10 +7,9 @@ import logging
 from typing import Any
 
 import faust
-from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.topics import DEADLETTER, ENRICHER_STATE, EVENTS, ORG_SWITCH, RAW, spec_as
-from services.common.kafka import ensure_topics, kafka_ready, report_group_lag, security_kwargs
+from services.common.kafka import ensure_topics, kafka_ready, make_admin, report_group_lag
 from services.common.logging import configure_logging, get_logger, log
 from services.common.runtime import serve_health, tune_gc_for_throughput
 from services.common.settings import Settings
@@ -34,7 +33,7 @@ async def prepare(settings: Settings) -> int:
     changed = await reconcile(settings)
     if changed:
         log(logger, logging.INFO, "audit switch events emitted", orgs=changed)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **security_kwargs(settings))
+    admin = make_admin(settings)
     await admin.start()
     try:
         meta = await admin.describe_topics([es.raw_topic])

@@ -21,10 +21,9 @@ from typing import Any
 
 import orjson
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.topics import ENRICHER_STATE, spec_as
-from services.common.kafka import JSON_HEADERS, ensure_topics, make_consumer, make_producer, security_kwargs
+from services.common.kafka import JSON_HEADERS, ensure_topics, make_admin, make_consumer, make_producer
 from services.common.logging import get_logger, log
 from services.common.settings import Settings
 from services.enricher.delivery import partition_for
@@ -215,7 +214,7 @@ class SwitchFollower:
 async def partitions_of(settings: Settings, topic: str) -> set[int]:
     """The partitions of ``topic`` (waiting a moment for a just-created topic to appear in metadata)."""
     for _ in range(50):
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **security_kwargs(settings))
+        admin = make_admin(settings)
         await admin.start()
         try:
             desc = await admin.describe_topics([topic])

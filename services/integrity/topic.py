@@ -8,11 +8,10 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.topics import DIGESTS, spec_as
 from services.common.audit_events import AuditPublisher
-from services.common.kafka import _security, ensure_topics, make_consumer
+from services.common.kafka import ensure_topics, make_admin, make_consumer
 from services.common.settings import Settings
 
 
@@ -28,7 +27,7 @@ async def publish(publisher: AuditPublisher, topic: str, records: Sequence[tuple
 
 
 async def _partitions(settings: Settings, topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **_security(settings))
+    admin = make_admin(settings)
     await admin.start()
     try:
         desc = await admin.describe_topics([topic])
@@ -92,7 +91,7 @@ async def sink_has_passed(settings: Settings, t: datetime) -> tuple[bool, str]:
         begins = await consumer.beginning_offsets(parts)
     finally:
         await consumer.stop()
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **_security(settings))
+    admin = make_admin(settings)
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(group, partitions=parts)

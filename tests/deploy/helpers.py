@@ -46,7 +46,7 @@ DUMMY_SECRETS = {
     "AUDITPIPE_ENRICHER__INDICATOR_SECRET": "ind-8Hw2Pq7Zr4Lk9Vn3",
     **{
         f"KAFKA_PASSWORD_{c}": f"kafka-{c.lower()}-4Rt8"
-        for c in ("INGEST", "ENRICHER", "SINK", "FORWARDER", "QUERY_API", "ARCHIVE", "PRODUCER")
+        for c in ("INGEST", "ENRICHER", "SINK", "FORWARDER", "QUERY_API", "ARCHIVE", "SEAL", "PRODUCER")
     },
 }
 

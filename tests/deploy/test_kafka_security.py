@@ -60,7 +60,14 @@ def test_only_a_topics_producers_write_it_and_only_its_consumers_read_it(topic: 
 def test_the_powers_the_issue_names() -> None:
     assert _allowed("audit.events.v1", "Write") == {"enricher"}
     assert _allowed("audit.org-switch.v1", "Write") == {"query_api"}
-    assert _allowed("audit.raw.v1", "Write") == {"ingest", "query_api", "sink", "archive", "auditpipe.client"}
+    assert _allowed("audit.raw.v1", "Write") == {
+        "ingest",
+        "query_api",
+        "sink",
+        "archive",
+        "sealer",
+        "auditpipe.client",
+    }
     # nobody holds cluster-wide powers or wildcards
     for p, e in K.table().items():
         for a in e["acls"]:

@@ -55,6 +55,9 @@ MATRIX: dict[str, tuple[int, int, int, int, int, int, int]] = {
     "GET /api/settings/retention?org=org-acme":     (401, 401, 403, 403, 403, 200, 404),
     "PUT /api/settings/retention?org=org-acme":     (401, 401, 403, 403, 403, 200, 404),
     "GET /api/conflicts?org=org-acme":              (401, 401, 403, 403, 403, 200, 200),
+    "GET /api/integrity/keys":                      (401, 401, 200, 200, 200, 200, 200),
+    "GET /api/integrity/status?org=org-acme":       (401, 401, 200, 403, 403, 200, 404),
+    "GET /api/integrity?org=org-acme":              (401, 401, 403, 403, 403, 200, 404),
     "PUT /api/events/{id}":                         (405, 405, 405, 405, 405, 405, 405),
     "PATCH /api/events/{id}":                       (405, 405, 405, 405, 405, 405, 405),
     "DELETE /api/events/{id}":                      (405, 405, 405, 405, 405, 405, 405),
@@ -73,6 +76,8 @@ NOTES = [
     "narrowed to projects or environments may read or change them.",
     "Conflicts (records kept aside because their event id was already stored with other content) are a "
     "whole-org concern too: a forged record may name any project of the org.",
+    "Digests cover whole organisations: integrity status and verification need a token not narrowed to "
+    "projects or environments; verifying (audited) needs a Manager.",
     "Changing, patching or deleting an event is not possible for anyone (405).",
 ]
 

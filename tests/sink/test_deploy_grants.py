@@ -50,7 +50,10 @@ def test_only_admin_can_change_events_and_analysts_are_read_only() -> None:
         "SELECT ON audit.org_settings",
         "ALTER DELETE ON audit.events",
         "ALTER DELETE ON audit.events_by_time",
+        "SELECT ON audit.seal_runs",
     ]
+    assert not any(WRITES.search(x) and "audit.events" in x for x in g["auditpipe_sealer"])
+    assert all(x.startswith(("SELECT ON", "SELECT, INSERT ON")) for x in g["auditpipe_sealer"])
     assert all(x.startswith("SELECT ON") for x in g["auditpipe_analyst"])
     assert not any(WRITES.search(x) and "audit.events" in x for x in g["auditpipe_query_api"])
     assert not any("UPDATE" in x or "TRUNCATE" in x or "DROP" in x for r, xs in g.items() for x in xs)
@@ -59,7 +62,13 @@ def test_only_admin_can_change_events_and_analysts_are_read_only() -> None:
 def test_users_xml_matches_the_same_rules() -> None:
     root = ET.parse(DEPLOY / "users.xml").getroot()  # noqa: S314 - our own file
     users = {u.tag: [q.text or "" for q in u.iter("query")] for u in root.find("users")}
-    assert set(users) == {"auditpipe_sink", "auditpipe_api", "analyst_ada", "auditpipe_admin"}
+    assert set(users) == {
+        "auditpipe_sink",
+        "auditpipe_seal",
+        "auditpipe_api",
+        "analyst_ada",
+        "auditpipe_admin",
+    }
     assert all(q.startswith("GRANT SELECT") for q in users["analyst_ada"])
     assert root.find("profiles/auditpipe_readonly/readonly").text == "2"
     for name, qs in users.items():

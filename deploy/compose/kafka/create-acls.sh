@@ -36,6 +36,7 @@ user auditpipe-enricher KAFKA_PASSWORD_ENRICHER
 user auditpipe-sink KAFKA_PASSWORD_SINK
 user auditpipe-forwarder KAFKA_PASSWORD_FORWARDER
 user auditpipe-query-api KAFKA_PASSWORD_QUERY_API
+user auditpipe-seal KAFKA_PASSWORD_SEAL
 user auditpipe-archive KAFKA_PASSWORD_ARCHIVE
 user auditpipe-producer KAFKA_PASSWORD_PRODUCER
 acl auditpipe-ingest topic audit.raw.v1 literal Write
@@ -55,6 +56,11 @@ acl auditpipe-forwarder group auditpipe-forwarder- prefix Read
 acl auditpipe-forwarder topic audit.deadletter.v1.forwarder. prefix Create Write
 acl auditpipe-query-api topic audit.raw.v1 literal Write
 acl auditpipe-query-api topic audit.org-switch.v1 literal Write
+acl auditpipe-query-api topic audit.digests.v1 literal Read
+acl auditpipe-seal topic audit.digests.v1 literal Write
+acl auditpipe-seal topic audit.raw.v1 literal Write
+acl auditpipe-seal topic audit.events.v1 literal Describe
+acl auditpipe-seal group auditpipe-sink literal Describe
 acl auditpipe-archive topic audit.raw.v1 literal Write
 acl auditpipe-producer topic audit.raw.v1 literal Write
 # --- end of generated ACLs ---

@@ -17,17 +17,18 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
+from services.common.audit_events import PRODUCER_QUERY_API, AuditUnavailable, person, system_event
 from services.common.settings import Settings
 from services.integrity.keys import IntegrityKeyError, key_id, load_public_key, public_b64, public_pem, signer
 from services.integrity.rules import fmt
 from services.integrity.topic import read_digests
 from services.integrity.verify import verify
-from services.query_api.audit import AuditUnavailable, audit_event
 from services.query_api.auth import Principal
 from services.query_api.deps import (
+    API_ERRORS,
     AuditDep,
     ClientDep,
     EventViewer,
@@ -35,10 +36,17 @@ from services.query_api.deps import (
     SettingsDep,
     ch_settings,
     field_error,
+    known_query_params,
+    request_info,
+    utc_param,
 )
-from services.query_api.routes.archives import _req
 
-router = APIRouter(prefix="/api/integrity", tags=["integrity"])
+router = APIRouter(
+    prefix="/api/integrity",
+    tags=["integrity"],
+    responses=API_ERRORS,
+    dependencies=[Depends(known_query_params)],
+)
 
 OrgQuery = Annotated[str | None, Query(max_length=256, description="Organisation (defaults to the token's)")]
 SinceQuery = Annotated[datetime | None, Query(description="Windows stored from (RFC 3339; UTC if naive)")]
@@ -57,8 +65,7 @@ def _org(principal: Principal, org: str | None) -> str:
 
 
 def _range(since: datetime | None, until: datetime | None) -> tuple[datetime | None, datetime | None]:
-    since = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
-    until = until.replace(tzinfo=UTC) if until and until.tzinfo is None else until
+    since, until = utc_param("since", since), utc_param("until", until)
     if since and until and since >= until:
         raise field_error("until", "must be after since")
     return since, until
@@ -144,9 +151,11 @@ async def run_verification(
     o = _org(principal, org)
     since, until = _range(since, until)
     span = f"{fmt(since) or 'the beginning'} to {fmt(until) or 'now'}"
-    ev = audit_event(
-        principal, o, "audit_integrity:verify", "verify", "audit_integrity", o,
-        f"Verified the integrity of the audit log from {span}", _req(request),
+    ev = system_event(
+        org_id=o, actor=person(principal.name), action="audit_integrity:verify", event_type="verify",
+        target_type="audit_integrity", target_id=o,
+        change=f"Verified the integrity of the audit log from {span}", request=request_info(request),
+        source="query_api", producer=PRODUCER_QUERY_API,
     )  # fmt: skip
     try:
         await audit.publish(ev)
