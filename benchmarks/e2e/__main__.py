@@ -82,42 +82,63 @@ def event(i: int, phase: str, now: str | None = None) -> dict:
     }
 
 
-async def post_all(url: str, token: str, batches: list[bytes], concurrency: int = 4) -> None:
+async def post_until_accepted(h: httpx.AsyncClient, url: str, body: bytes, headers: dict) -> int:
+    """POST until the ingest answers 202, as the client does: a 503 or 429 (admission control) is
+    retried after its Retry-After (else 0.2 s). Returns how many times it was refused."""
+    refused = 0
+    while True:
+        r = await h.post(url, content=body, headers=headers)
+        if r.status_code == 202:
+            return refused
+        if r.status_code not in (429, 503):
+            raise RuntimeError(f"ingest answered {r.status_code}: {r.text[:200]}")
+        refused += 1
+        try:
+            wait = float(r.headers.get("retry-after", "0.2"))
+        except ValueError:
+            wait = 0.2
+        await asyncio.sleep(min(max(wait, 0.05), 5.0))
+
+
+async def post_all(url: str, token: str, batches: list[bytes], concurrency: int = 4) -> int:
+    """Every batch accepted (202), by ``concurrency`` clients; returns the number of refusals."""
     q: asyncio.Queue[bytes] = asyncio.Queue()
     for b in batches:
         q.put_nowait(b)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    refused = 0
 
     async def worker() -> None:
+        nonlocal refused
         async with httpx.AsyncClient(timeout=60) as h:
             while not q.empty():
-                body = q.get_nowait()
-                while True:
-                    r = await h.post(url, content=body, headers=headers)
-                    if r.status_code == 202:
-                        break
-                    await asyncio.sleep(0.2)
+                refused += await post_until_accepted(h, url, q.get_nowait(), headers)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return refused
 
 
-async def paced(url: str, token: str, rate: float, seconds: float, phase: str) -> int:
-    """Send at ``rate`` events/s for ``seconds``, in batches sized for ~10 requests/s."""
+async def paced(url: str, token: str, rate: float, seconds: float, phase: str) -> tuple[int, int]:
+    """Send at ``rate`` events/s for ``seconds``, in batches sized for ~10 requests/s, each retried until
+    accepted (a retried event keeps its first send time, so its latency counts the wait). Returns the
+    events sent and the refusals met."""
     per = max(1, min(BATCH, int(rate / 10)))
     sent = 0
     t0 = time.perf_counter()
     pending: set[asyncio.Task] = set()
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     async with httpx.AsyncClient(timeout=60) as h:
+        tasks: list[asyncio.Task] = []
         while time.perf_counter() - t0 < seconds:
             body = orjson.dumps([event(sent + j, phase) for j in range(per)])
-            pending.add(asyncio.create_task(h.post(url, content=body, headers=headers)))
+            t = asyncio.create_task(post_until_accepted(h, url, body, headers))
+            tasks.append(t)
+            pending.add(t)
             pending = {t for t in pending if not t.done()}
             sent += per
             await asyncio.sleep(max(0, t0 + sent / rate - time.perf_counter()))
-        if pending:
-            await asyncio.gather(*pending)
-    return sent
+        refused = sum(await asyncio.gather(*tasks))
+    return sent, refused
 
 
 def receiver_stats() -> dict:
@@ -147,7 +168,7 @@ def sustained_run(url: str, token: str, n: int, phase: str, ch, database: str, p
     batches = [orjson.dumps([event(i + j, phase, now) for j in range(BATCH)]) for i in range(0, n, BATCH)]
     cpu0 = {k: proc_cpu_s(p) for k, p in pids.items()}
     t0 = time.perf_counter()
-    asyncio.run(post_all(url, token, batches))
+    refused = asyncio.run(post_all(url, token, batches))
     t_ingested = time.perf_counter() - t0
     wait_until(lambda: stored(ch, database, phase) >= n, 600)
     t_stored = time.perf_counter() - t0
@@ -158,6 +179,7 @@ def sustained_run(url: str, token: str, n: int, phase: str, ch, database: str, p
         "events_s": n / t_all,
         "stored_s": n / t_stored,
         "accepted_s": n / t_ingested,
+        "refused": refused,
         **{f"cpu:{k}": v for k, v in cpu.items()},
     }
 
@@ -271,7 +293,7 @@ def main() -> int:
             sustained = median(x["events_s"] for x in figures["pipeline"])
             for pct in (50, 90):
                 phase = f"lat{pct}"
-                sent = asyncio.run(
+                sent, refused = asyncio.run(
                     paced(url, pipe.ingest_token, sustained * pct / 100, args.latency_seconds, phase)
                 )
                 wait_until(lambda: stored(ch, s.clickhouse_database, phase) >= sent, 600)  # noqa: B023
@@ -284,6 +306,7 @@ def main() -> int:
                 siem = receiver_stats()[phase]
                 lat[pct] = {
                     "n": sent,
+                    "refused": refused,
                     "q50": q[0] / 1000,
                     "q99": q[1] / 1000,
                     "s50": siem["p50"],
@@ -309,6 +332,7 @@ def main() -> int:
     ):
         p, c = med["pipeline"][key], med["bare"][key]
         print(f"| {label} | {p:,.0f} | {c:,.0f} | {ratio(p, c):.2f} |")
+    print(f"| requests refused (503/429) and retried, per run | {med['pipeline']['refused']:,.0f} | | |")
     print("\n| process | CPU-µs per event, pipeline | CPU-µs per event, bare chain | peak RSS MB |")
     print("|---|---|---|---|")
     names = sorted({k[4:] for k in (*med["pipeline"], *med["bare"]) if k.startswith("cpu:")})
@@ -321,11 +345,13 @@ def main() -> int:
     total = sum(v for k, v in med["pipeline"].items() if k.startswith("cpu:"))
     bare_total = sum(v for k, v in med["bare"].items() if k.startswith("cpu:"))
     print(f"| all processes (incl. Kafka, ClickHouse) | {total:.1f} | {bare_total:.1f} | |")
-    print("\n| latency | events | ingest-to-queryable p50 / p99 | ingest-to-SIEM p50 / p99 |")
+    heads = ["latency", "events (requests refused, retried)", "ingest-to-queryable p50 / p99"]
+    print("\n| " + " | ".join([*heads, "ingest-to-SIEM p50 / p99"]) + " |")
     print("|---|---|---|---|")
     for pct, v in lat.items():
         print(
-            f"| at {pct} % of sustained ({sustained * pct / 100:,.0f} events/s) | {v['n']:,} | "
+            f"| at {pct} % of sustained ({sustained * pct / 100:,.0f} events/s) "
+            f"| {v['n']:,} ({v['refused']}) | "
             f"{v['q50']:.2f} s / {v['q99']:.2f} s | {v['s50']:.2f} s / {v['s99']:.2f} s |"
         )
     met = sustained >= 5000 and lat[50]["q99"] < 2 and ratio(sustained, ceiling) >= 0.5
