@@ -40,6 +40,7 @@ SAFE = {
     "AUDITPIPE_KAFKA_SASL_PASSWORD": "kq8-Vd2xT_0pLr7s",
     "AUDITPIPE_CLICKHOUSE_PASSWORD": "Zx7-pq2_Lm9vT3",
     "AUDITPIPE_ENRICHER__INDICATOR_SECRET": "ind-Wq4r8Tz1Lp6Vn",
+    "AUDITPIPE_INTEGRITY__SIGNING_KEY_FILE": "/etc/auditpipe/integrity/signing.key",
     "AUDITPIPE_INGEST__TOKENS": json.dumps(
         [{"producer": "platform", "sha256": _h("ing_6Hc2kP9x"), "orgs": ["*"]}]
     ),
@@ -89,6 +90,8 @@ REFUSED: list[tuple[str, dict[str, str | None], str]] = [
      "AUDITPIPE_CLICKHOUSE_PASSWORD"),
     ("placeholder HMAC key", {"AUDITPIPE_ENRICHER__HMAC_KEY": "CHANGE_ME-0123456789"},
      "AUDITPIPE_ENRICHER__HMAC_KEY"),
+    ("no integrity signing key", {"AUDITPIPE_INTEGRITY__SIGNING_KEY_FILE": None},
+     "AUDITPIPE_INTEGRITY__SIGNING_KEY_FILE"),
     ("development indicator secret", {"AUDITPIPE_ENRICHER__INDICATOR_SECRET": None},
      "AUDITPIPE_ENRICHER__INDICATOR_SECRET"),
     ("placeholder indicator secret", {"AUDITPIPE_ENRICHER__INDICATOR_SECRET": "CHANGE_ME-0123456789"},

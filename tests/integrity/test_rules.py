@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -127,19 +128,21 @@ def test_settings_refuse_bad_public_keys_and_production_without_a_signing_key(mo
 
     with pytest.raises(SettingsError, match="INTEGRITY__PUBLIC_KEYS"):
         load_settings(integrity={"public_keys": ["nope"]})
-    tok = [{"producer": "p", "sha256": "0" * 64, "orgs": ["*"]}]
-    qt = [{"principal": "a", "sha256": "0" * 64}]
-    prod = {
-        "env": "production",
-        "ingest": {"tokens": tok},
-        "query_api": {"tokens": qt},
-        "enricher": {"indicator_secret": "a-real-secret-0123456789"},
-    }
+    from tests.common.test_settings_production import SAFE
+
+    for key in list(os.environ):
+        if key.startswith("AUDITPIPE_"):
+            monkeypatch.delenv(key)
+    for key, value in SAFE.items():
+        if not key.startswith("AUDITPIPE_INTEGRITY__"):
+            monkeypatch.setenv(key, value)
     with pytest.raises(SettingsError, match="SIGNING_KEY"):
-        load_settings(**prod)
-    s = load_settings(**prod, integrity={"signing_key_file": "/k"})
+        load_settings()
+    s = load_settings(integrity={"signing_key_file": "/k"})
     assert s.integrity.signing_key_file is not None
-    load_settings(**prod, integrity={"enabled": False})
+    load_settings(integrity={"enabled": False})
+    with pytest.raises(SettingsError, match="AUDITPIPE_INTEGRITY__SIGNING_KEY"):
+        load_settings(integrity={"signing_key": "CHANGE_ME"})
 
 
 def test_signing_key_is_masked_by_config_show() -> None:
