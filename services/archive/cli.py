@@ -5,29 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 from services.common.errors import CliError
+from services.common.progress import reporter
 from services.common.settings import get_settings
-
-
-@contextmanager
-def progress_bar(desc: str, unit: str) -> Iterator[Callable[[int, int], None]]:
-    """The shared progress bar (services.common.progress: stderr, terminals) as ``update(done, total)``."""
-    from services.common.progress import bar as make_bar
-
-    bar = make_bar(desc=desc, unit=unit)
-
-    def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    try:
-        yield update
-    finally:
-        bar.close()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -35,7 +16,7 @@ def _run(args: argparse.Namespace) -> int:
     from services.archive.rules import ArchiveError
 
     try:
-        with progress_bar("archiving", "day") as update:
+        with reporter("archiving", "day") as update:
             rep = run_archive(
                 get_settings(), requested_by=args.requested_by, org_id=args.org, progress=update
             )

@@ -15,6 +15,8 @@ when the bar is disabled.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from tqdm import tqdm
@@ -49,3 +51,19 @@ def bar(
         mininterval=0.2,
         **kw,
     )
+
+
+@contextmanager
+def reporter(desc: str, unit: str, *, force: bool | None = None) -> Iterator[Callable[[int, int], None]]:
+    """A bar driven as ``update(done, total)`` (the shape pure jobs report progress in), closed on exit."""
+    b = bar(desc=desc, unit=unit, force=force)
+
+    def update(done: int, total: int) -> None:
+        b.total = total
+        b.n = done
+        b.refresh()
+
+    try:
+        yield update
+    finally:
+        b.close()

@@ -69,7 +69,7 @@ def _seal(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from services.archive.cli import progress_bar
+    from services.common.progress import reporter
     from services.integrity.topic import read_digests
     from services.integrity.verify import verify
 
@@ -83,7 +83,7 @@ def _verify(args: argparse.Namespace) -> int:
     except Exception as e:  # noqa: BLE001
         raise CliError(f"cannot read the digest topic {s.integrity.digest_topic}: {_one_line(e)}") from None
     try:
-        with progress_bar("verifying", "org") as update:
+        with reporter("verifying", "org") as update:
             rep = verify(s, records, args.org, args.since, args.until, args.archives, progress=update)
     except Exception as e:  # noqa: BLE001
         raise CliError(f"verify failed: {_one_line(e)}") from None
