@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -197,6 +198,8 @@ def main() -> int:
     ap.add_argument("--latency-seconds", type=float, default=20.0)
     args = ap.parse_args()
     n = args.events
+    # SIGTERM (timeout, kill) runs the cleanup below too: no stack or service left on the private ports
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     with tempfile.TemporaryDirectory(prefix="auditpipe-bench-e2e-") as tmp:
         forwarder = (
