@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from schemas.events_v1 import SCHEMA_VERSION, RawEvent, is_unsafe_number
 
 CONTENT_TYPE = b"application/json"
@@ -83,9 +85,53 @@ def envelopes(
     return out
 
 
+class EventTooLarge(ValueError):
+    """An event whose JSON is larger than the limit (``index`` in the batch, ``size`` in bytes)."""
+
+    def __init__(self, index: int, size: int) -> None:
+        super().__init__(f"event {index} is {size} bytes")
+        self.index, self.size = index, size
+
+
+_LIST = TypeAdapter(list[RawEvent])
+
+
+def envelope_records(
+    events: Sequence[RawEvent],
+    max_bytes: int = ENVELOPE_MAX_BYTES,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+) -> list[tuple[Message, list[int]]]:
+    """The records of a batch of validated events, as :func:`envelopes` makes them from encoded values,
+    but an org's events are encoded in one call when their envelope is small enough to hold them all
+    (the usual case: every event is then smaller than ``max_event_bytes`` too). Otherwise each event is
+    encoded on its own, checked against ``max_event_bytes`` (:class:`EventTooLarge`) and chunked."""
+    by_org: dict[str, list[int]] = {}
+    for i, ev in enumerate(events):
+        by_org.setdefault(ev.org_id, []).append(i)
+    out: list[tuple[Message, list[int]]] = []
+    for idxs in by_org.values():
+        group = [events[i] for i in idxs]
+        if len(group) > 1:
+            value = _LIST.dump_json(group, exclude_none=True)
+            if len(value) < min(max_bytes, max_event_bytes):  # (envelopes() counts one byte more)
+                out.append(((_key(group[0]), value, headers(group[0].producer)), idxs))
+                continue
+        values = [encode_value(e) for e in group]
+        for i, v in zip(idxs, values, strict=True):
+            if len(v) > max_event_bytes:
+                raise EventTooLarge(i, len(v))
+        for msg, local in envelopes(zip(group, values, strict=True), max_bytes):
+            out.append((msg, [idxs[j] for j in local]))
+    return out
+
+
+def _key(first: RawEvent) -> bytes:
+    return str(first.event_id or first.org_id).encode()
+
+
 def _record(chunk: Sequence[tuple[int, RawEvent, bytes]]) -> tuple[Message, list[int]]:
     first = chunk[0][1]
-    key = str(first.event_id or first.org_id).encode()
+    key = _key(first)
     if len(chunk) == 1:
         value = chunk[0][2]
     else:

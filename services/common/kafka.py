@@ -243,18 +243,43 @@ __all__ = [
     "encode_original",
     "update_lag",
     "kafka_ready",
+    "record_ids",
+    "topic_partitions",
+    "topic_end_offsets",
 ]
 
 
-async def topic_end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    """{partition: end offset} of ``topic`` (how many messages it ever held, per partition)."""
+async def topic_partitions(settings: Settings, topic: str) -> list[int]:
+    """The partition numbers of ``topic``, sorted; empty when it does not exist (or is not visible)."""
     admin = make_admin(settings)
     await admin.start()
     try:
         desc = await admin.describe_topics([topic])
     finally:
         await admin.close()
-    parts = [p["partition"] for p in desc[0]["partitions"]] if desc else []
+    return sorted(
+        p["partition"]
+        for d in desc
+        if d.get("topic") == topic and d.get("error_code", 0) in (0, None)
+        for p in d.get("partitions", [])
+    )
+
+
+def record_ids(value: bytes | None) -> tuple[str | None, str | None]:
+    """Best-effort (event_id, org_id) of a record, for a dead letter or a log line; never raises."""
+    try:
+        doc = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    eid, org = doc.get("event_id"), doc.get("org_id")
+    return (str(eid) if eid is not None else None), (org if isinstance(org, str) else None)
+
+
+async def topic_end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """{partition: end offset} of ``topic`` (how many messages it ever held, per partition)."""
+    parts = await topic_partitions(settings, topic)
     if not parts:
         return {}
     consumer = AIOKafkaConsumer(

@@ -23,7 +23,13 @@ import orjson
 from aiokafka import TopicPartition
 
 from schemas.topics import ENRICHER_STATE, spec_as
-from services.common.kafka import JSON_HEADERS, ensure_topics, make_admin, make_consumer, make_producer
+from services.common.kafka import (
+    JSON_HEADERS,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    topic_partitions,
+)
 from services.common.logging import get_logger, log
 from services.common.settings import Settings
 from services.enricher.delivery import partition_for
@@ -214,13 +220,7 @@ class SwitchFollower:
 async def partitions_of(settings: Settings, topic: str) -> set[int]:
     """The partitions of ``topic`` (waiting a moment for a just-created topic to appear in metadata)."""
     for _ in range(50):
-        admin = make_admin(settings)
-        await admin.start()
-        try:
-            desc = await admin.describe_topics([topic])
-        finally:
-            await admin.close()
-        parts = {p["partition"] for d in desc if d.get("topic") == topic for p in d.get("partitions", [])}
+        parts = set(await topic_partitions(settings, topic))
         if parts:
             return parts
         await asyncio.sleep(0.2)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from auditpipe.wire import ENVELOPE_MAX_BYTES, encode_value, envelopes, free_form_problem
+from auditpipe.wire import ENVELOPE_MAX_BYTES, EventTooLarge, envelope_records, free_form_problem
 from schemas.events_v1 import RawEvent, Request
 
 JSON_TYPES = ("application/json",)
@@ -217,16 +217,15 @@ def encode_all(
     """Kafka records of the stamped events (envelopes per org, with the indexes of the events each
     holds); an event larger than ``max_event_bytes`` as stored is refused (413 event_too_large, naming
     its index)."""
-    values = [encode_value(e) for e in events]
-    for i, value in enumerate(values):
-        if len(value) > limits.max_event_bytes:
-            raise Refusal(
-                413,
-                "event_too_large",
-                f"event exceeds {limits.max_event_bytes} bytes",
-                [{"index": i, "field": "", "message": f"{len(value)} bytes as stored"}],
-            )
-    return envelopes(zip(events, values, strict=True), envelope_max_bytes)
+    try:
+        return envelope_records(events, envelope_max_bytes, limits.max_event_bytes)
+    except EventTooLarge as e:
+        raise Refusal(
+            413,
+            "event_too_large",
+            f"event exceeds {limits.max_event_bytes} bytes",
+            [{"index": e.index, "field": "", "message": f"{e.size} bytes as stored"}],
+        ) from None
 
 
 def stamp(

@@ -11,7 +11,7 @@ from aiokafka import TopicPartition
 
 from schemas.topics import DIGESTS, spec_as
 from services.common.audit_events import AuditPublisher
-from services.common.kafka import ensure_topics, make_admin, make_consumer
+from services.common.kafka import ensure_topics, make_admin, make_consumer, topic_partitions
 from services.common.settings import Settings
 
 
@@ -27,15 +27,7 @@ async def publish(publisher: AuditPublisher, topic: str, records: Sequence[tuple
 
 
 async def _partitions(settings: Settings, topic: str) -> list[TopicPartition]:
-    admin = make_admin(settings)
-    await admin.start()
-    try:
-        desc = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if not desc or desc[0].get("error_code", 0) not in (0, None):
-        return []
-    return [TopicPartition(topic, p["partition"]) for p in desc[0]["partitions"]]
+    return [TopicPartition(topic, p) for p in await topic_partitions(settings, topic)]
 
 
 async def read_digests(settings: Settings, timeout_s: float = 30.0) -> list[bytes]:

@@ -27,7 +27,6 @@ from datetime import datetime
 from typing import NamedTuple
 
 import msgspec
-import orjson
 
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -87,18 +86,6 @@ def read_key(value: bytes | None) -> Key:
     if not d.org_id or not d.content_hash:
         raise RecordError("validation_error", "org_id and content_hash must not be empty")
     return Key(event_id, d.org_id, d.content_hash, d.occurred_at or "")
-
-
-def ids_of_any(value: bytes | None) -> tuple[str | None, str | None]:
-    """Best-effort (event_id, org_id) of a record for a dead letter; never raises."""
-    try:
-        doc = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
-        return None, None
-    if not isinstance(doc, dict):
-        return None, None
-    eid, org = doc.get("event_id"), doc.get("org_id")
-    return (str(eid) if eid is not None else None), (org if isinstance(org, str) else None)
 
 
 @dataclass(frozen=True, slots=True)

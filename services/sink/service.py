@@ -34,12 +34,19 @@ from aiokafka.structs import OffsetAndMetadata
 from auditpipe.backoff import Backoff, sleep_unless_stopped
 from schemas.events_v1 import DeadLetter
 from services.common.clickhouse import make_client
-from services.common.kafka import encode_original, kafka_ready, make_consumer, make_producer, send_dead_letter
+from services.common.kafka import (
+    encode_original,
+    kafka_ready,
+    make_consumer,
+    make_producer,
+    record_ids,
+    send_dead_letter,
+)
 from services.common.logging import log
 from services.common.settings import Settings
 from services.sink import metrics as m
 from services.sink.batch import TP, Batch
-from services.sink.records import RecordError, classify, ids_of_any, parse_time, read_key
+from services.sink.records import RecordError, classify, parse_time, read_key
 from services.sink.writer import insert_conflicts, insert_records, lookup, remember
 
 logger = logging.getLogger("auditpipe.sink")
@@ -55,7 +62,7 @@ def dead_letter(
     topic: str, partition: int, offset: int, value: bytes | None, reason: str, error: str
 ) -> DeadLetter:
     """A dead letter of the sink carrying the record as it came (and its ids when they can be read)."""
-    event_id, org = ids_of_any(value)
+    event_id, org = record_ids(value)
     return DeadLetter(
         stage="sink",
         reason=reason,

@@ -11,7 +11,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from auditpipe.wire import decode_value, encode, encode_value, envelopes, free_form_problem
+from auditpipe.wire import (
+    EventTooLarge,
+    decode_value,
+    encode,
+    encode_value,
+    envelope_records,
+    envelopes,
+    free_form_problem,
+)
 from schemas.events_v1 import RawEvent, RawRecord
 from services.common.settings import IngestToken
 from services.ingest.auth import authenticate, bearer, hash_token, may_write
@@ -222,3 +230,29 @@ def test_envelopes_hold_every_event_once_by_org_within_the_size(spec: list, max_
         assert len(value) <= max_bytes or len(indexes) == 1
         assert indexes == sorted(indexes)
     assert sorted(seen) == list(range(len(events)))
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["o1", "o2", "o3"]), st.integers(0, 3000)), min_size=1, max_size=60),
+    st.integers(min_value=200, max_value=20_000),
+    st.integers(min_value=200, max_value=4_000),
+)
+def test_envelope_records_are_the_envelopes_of_the_encoded_events(
+    spec: list, max_bytes: int, max_event_bytes: int
+) -> None:
+    """The one-call encoding of an org's events gives exactly the records of encoding them one by one,
+    and an event over the size limit is named by its index in the batch."""
+    events = [
+        RawEvent.model_validate(example(org_id=org, event_id=str(uuid.uuid4()), change="x" * size))
+        for org, size in spec
+    ]
+    values = [encode_value(e) for e in events]
+    too_big = [i for i, v in enumerate(values) if len(v) > max_event_bytes]
+    if too_big:
+        with pytest.raises(EventTooLarge) as e:
+            envelope_records(events, max_bytes, max_event_bytes)
+        assert e.value.index in too_big and e.value.size == len(values[e.value.index])
+        return
+    assert envelope_records(events, max_bytes, max_event_bytes) == envelopes(
+        zip(events, values, strict=True), max_bytes
+    )

@@ -32,7 +32,7 @@ from aiokafka.errors import KafkaError
 
 from auditpipe.backoff import sleep_unless_stopped
 from schemas.events_v1 import DeadLetter
-from services.common.kafka import encode_original, make_consumer, send_dead_letter, update_lag
+from services.common.kafka import encode_original, make_consumer, record_ids, send_dead_letter, update_lag
 from services.common.logging import get_logger, log
 from services.common.settings import Settings
 from services.siem_forwarder import metrics as m
@@ -86,18 +86,6 @@ def chunk_by_size(sizes: list[int], limit: int | None) -> list[list[int]]:
         out[-1].append(i)
         size += n
     return out
-
-
-def ids_of(value: bytes | None) -> tuple[str | None, str | None]:
-    """Best-effort (event_id, org_id) of a record for a dead letter; never raises."""
-    try:
-        doc = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
-        return None, None
-    if not isinstance(doc, dict):
-        return None, None
-    eid, org = doc.get("event_id"), doc.get("org_id")
-    return (str(eid) if eid is not None else None), (org if isinstance(org, str) else None)
 
 
 class Stopped(Exception):
@@ -304,7 +292,7 @@ class DestinationRunner:
         return dead, split
 
     async def _dead_letter(self, rec: ConsumerRecord, reason: str, error: str, response: str | None) -> None:
-        event_id, org_id = ids_of(rec.value)
+        event_id, org_id = record_ids(rec.value)
         letter = DeadLetter(
             stage=f"forwarder:{self.name}",
             reason=reason,
