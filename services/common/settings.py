@@ -183,9 +183,14 @@ class SinkSettings(BaseModel):
     consumer_group: str = "auditpipe-sink"
     table: str = Field(default="events", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     # ClickHouse guidance: thousands to ~100k rows per insert, about one insert per second per writer.
+    # Half a second keeps an event queryable within a second (measured p99 0.7 s at half the sustained
+    # rate, 2.8 s with 1 s batches, which wait for the insert in flight when the box is busy) for a
+    # second insert per second, which costs ClickHouse about a quarter more CPU per event.
     batch_max_rows: int = Field(default=50_000, ge=1, le=1_000_000)
     batch_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
-    batch_max_seconds: float = Field(default=1.0, gt=0)
+    batch_max_seconds: float = Field(
+        default=0.5, gt=0, description="Longest wait from a batch's first message to its insert"
+    )
     retry_initial_backoff_s: float = Field(default=0.5, gt=0)
     session_timeout_s: float = Field(
         default=10.0,
