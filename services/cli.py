@@ -43,7 +43,11 @@ def _stack(args: argparse.Namespace) -> int:
     stack = Stack(get_settings())
     try:
         if args.action == "up":
+            if args.kafka_nodes is not None:
+                stack.set_nodes(args.kafka_nodes)
             st = stack.up(timeout_s=args.timeout)
+            if stack.n_nodes > 1 and not args.json:
+                print(f"bootstrap: AUDITPIPE_KAFKA_BOOTSTRAP={stack.bootstrap}")
         elif args.action == "down":
             for line in stack.down():
                 print(line)
@@ -57,9 +61,11 @@ def _stack(args: argparse.Namespace) -> int:
     else:
         for c in st:
             mark = "healthy" if c.healthy else "DOWN"
-            print(
-                f"{c.component:<11} {c.address:<24} {mark:<8} version={c.version or '-'} pid={c.pid or '-'}"
-            )
+            line = f"{c.component:<11} {c.address:<24} {mark:<8} version={c.version or '-'}"
+            line += f" pid={c.pid or '-'}"
+            if c.under_replicated is not None or c.pid is None:
+                line += f"  {c.detail}"
+            print(line)
     return 0 if all(c.healthy for c in st) else 1
 
 
@@ -97,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("action", choices=["up", "status", "down"])
     st.add_argument("--json", action="store_true", help="machine-readable status")
     st.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for health on up")
+    st.add_argument(
+        "--kafka-nodes",
+        type=int,
+        choices=range(1, 6),
+        metavar="N",
+        default=None,
+        help="up: Kafka nodes (1-5; 3 = a cluster with replication factor 3); default stack.kafka_nodes",
+    )
     st.set_defaults(func=_stack)
 
     m = sub.add_parser("migrate", help="apply pending ClickHouse migrations")
