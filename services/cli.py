@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import re
 import sys
 from collections.abc import Callable
 
@@ -71,12 +72,32 @@ def _stack(args: argparse.Namespace) -> int:
 
 def _migrate(args: argparse.Namespace) -> int:
     from services.common.clickhouse import make_client
-    from services.common.migrations import drifted, migrate
+    from services.common.migrations import cluster_migrate, drifted, migrate
 
     s = get_settings()
+    if args.cluster is None and (args.nodes or args.no_replication):
+        raise CliError("--nodes and --no-replication need --cluster NAME", 2)
+    if args.cluster is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", args.cluster):
+        raise CliError(f"--cluster: {args.cluster!r} is not a ClickHouse cluster name", 2)
+    urls = [u.strip() for u in (args.nodes or "").split(",") if u.strip()]
+    for u in urls:
+        if not re.fullmatch(r"https?://[^/\s]+", u):
+            raise CliError(f"--nodes: {u!r} is not http(s)://host:port", 2)
     try:
-        client = make_client(s)
-        ran = migrate(client, s.clickhouse_database)
+        if args.cluster is not None:
+            nodes = [s.model_copy(update={"clickhouse_url": u}) for u in urls] or [s]
+            clients = [make_client(n) for n in nodes]
+            ran = cluster_migrate(
+                clients,
+                s.clickhouse_database,
+                args.cluster,
+                replicated=not args.no_replication,
+                on_cluster=not urls,
+            )
+            client = clients[0]
+        else:
+            client = make_client(s)
+            ran = migrate(client, s.clickhouse_database)
         bad = drifted(client, s.clickhouse_database)
     except Exception as e:  # noqa: BLE001 - one line, no traceback
         raise CliError(f"migrate failed: {str(e).strip().splitlines()[0]}") from None
@@ -114,6 +135,24 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=_stack)
 
     m = sub.add_parser("migrate", help="apply pending ClickHouse migrations")
+    m.add_argument(
+        "--cluster",
+        metavar="NAME",
+        default=None,
+        help="a ClickHouse cluster (remote_servers NAME): <table>_local on every node (replicated) and a "
+        "Distributed table under the table's name; DDL ON CLUSTER NAME through the configured server",
+    )
+    m.add_argument(
+        "--nodes",
+        metavar="URL,URL",
+        default=None,
+        help="with --cluster: run the DDL on each of these servers (no ON CLUSTER, no distributed DDL)",
+    )
+    m.add_argument(
+        "--no-replication",
+        action="store_true",
+        help="with --cluster: plain MergeTree engines (shards of one replica, no Keeper)",
+    )
     m.set_defaults(func=_migrate)
 
     for module in CLI_MODULES:

@@ -154,6 +154,9 @@ class Supervisor:
             for s in services
             for i in range(1, instances.get(s, 1) + 1)
         ]
+        for c in self.children:  # faust makes its data folder, not its parents
+            if "AUDITPIPE_ENRICHER__DATA_DIR" in c.env:
+                Path(c.env["AUDITPIPE_ENRICHER__DATA_DIR"]).mkdir(parents=True, exist_ok=True)
         self.env = dict(os.environ, **(extra_env or {}))
         self.grace_s = grace_s
         self.status_file = status_file

@@ -84,11 +84,11 @@ def test_instances_are_parsed_and_refused_with_one_line() -> None:
             parse_instances(bad, services)
 
 
-def test_each_instance_gets_its_own_port_data_folder_and_one_archive_writer() -> None:
+def test_each_instance_gets_its_own_port_data_folder_and_one_archive_writer(tmp_path) -> None:
     from services.common.settings import Settings
     from services.supervisor.supervisor import Supervisor
 
-    s = Settings()
+    s = Settings(enricher={"data_dir": tmp_path / "enricher"})
     sup = Supervisor(
         ["ingest", "enricher", "sink", "api"],
         instances={"enricher": 2, "sink": 2, "ingest": 3},
@@ -110,7 +110,8 @@ def test_each_instance_gets_its_own_port_data_folder_and_one_archive_writer() ->
     assert by_name["ingest-2"] == {"AUDITPIPE_INGEST__PORT": str(s.ingest.port + 20)}
     assert by_name["ingest-3"] == {"AUDITPIPE_INGEST__PORT": str(s.ingest.port + 40)}
     assert by_name["enricher-2"]["AUDITPIPE_ENRICHER__WEB_PORT"] == str(s.enricher.web_port + 20)
-    assert by_name["enricher-2"]["AUDITPIPE_ENRICHER__DATA_DIR"].endswith("instance-2")
+    assert by_name["enricher-2"]["AUDITPIPE_ENRICHER__DATA_DIR"] == str(tmp_path / "enricher" / "instance-2")
+    assert (tmp_path / "enricher" / "instance-2").is_dir()  # faust makes only the last folder
     assert by_name["sink-2"] == {
         "AUDITPIPE_SINK__PORT": str(s.sink.port + 20),
         "AUDITPIPE_SINK__ARCHIVE_ENABLED": "false",
