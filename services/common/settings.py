@@ -314,8 +314,8 @@ class StackSettings(BaseModel):
         le=5,
         description=(
             "local Kafka nodes (`auditpipe stack up --kafka-nodes N`): each a broker+controller; node i "
-            "listens on the i-th address of kafka_bootstrap (or the first port + i - 1) and on "
-            "kafka_controller_port + i - 1"
+            "listens on the i-th address of kafka_bootstrap (or the first port + 2(i-1)) and on "
+            "kafka_controller_port + 2(i-1)"
         ),
     )
 
