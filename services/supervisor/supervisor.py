@@ -29,8 +29,9 @@ from services.common.logging import get_logger, log
 logger = get_logger("auditpipe.supervisor")
 
 DEFAULT_SERVICES = ("ingest", "enricher", "sink", "forwarder", "api")
-# Processes that must run once whatever --instances says (none yet among DEFAULT_SERVICES).
-SINGLE_INSTANCE: frozenset[str] = frozenset()
+# Processes that must run as exactly one instance whatever --instances says: the sealing of tamper-evidence
+# digests (two sealers would race to seal the same window).
+SINGLE_INSTANCE: frozenset[str] = frozenset({"seal"})
 # The port setting of each service's instance, offset by (i-1) × stride for instance i.
 PORT_VARS = {
     "ingest": ("AUDITPIPE_INGEST__PORT", "ingest", "port"),

@@ -73,6 +73,10 @@ def test_instances_are_parsed_and_refused_with_one_line() -> None:
         "ingest": 2,
     }
     assert parse_instances("", services) == {}
+    # a process that must stay single refuses more, whatever else runs
+    assert parse_instances("seal=1", [*services, "seal"]) == {"seal": 1}
+    with pytest.raises(InstancesError, match="seal runs as exactly one instance"):
+        parse_instances("seal=2", [*services, "seal"])
     for bad, msg in (
         ("enricher", "not SERVICE=N"),
         ("enricher=two", "not SERVICE=N"),
