@@ -19,7 +19,7 @@ from pathlib import Path
 
 from services.common.progress import bar
 
-BENCHMARKS = ["ingest", "enricher", "sink", "forwarder", "query", "tools", "integrity", "e2e"]
+BENCHMARKS = ["ingest", "enricher", "sink", "forwarder", "query", "tools", "integrity", "e2e", "scale"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -139,10 +139,17 @@ def make_consumer(
     return AIOKafkaConsumer(*topics, **kw)
 
 
+CLUSTER_MIN_BROKERS = 3
+
+
 async def ensure_topics(
     settings: Settings, specs: Iterable[TopicSpec] | None = None, timeout_s: float = 60.0
 ) -> list[str]:
-    """Create missing topics from ``schemas/topics``; returns the names created."""
+    """Create missing topics from ``schemas/topics``; returns the names created.
+
+    Each is created as its file says for the environment of :func:`topics_environment` (partitions,
+    replication factor, ``min.insync.replicas``); an existing topic is left as it is.
+    """
     specs = list(specs) if specs is not None else list(load_topics().values())
     deadline = asyncio.get_running_loop().time() + timeout_s
     last: Exception | None = None
@@ -152,6 +159,9 @@ async def ensure_topics(
             await admin.start()
             existing = set(await admin.list_topics())
             todo = [s for s in specs if s.name not in existing]
+            if todo:
+                env = await topics_environment(settings, admin)
+                todo = [s.for_environment(env) for s in todo]
             created = []
             for s in todo:
                 try:
@@ -176,6 +186,16 @@ async def ensure_topics(
             await asyncio.sleep(1.0)
         finally:
             await admin.close()
+
+
+async def topics_environment(settings: Settings, admin: AIOKafkaAdminClient) -> str:
+    """The ``schemas/topics`` environment to create topics for: the setting ``kafka_topics_environment``,
+    or with ``auto`` ``cluster`` when the cluster has at least three brokers, else ``local``."""
+    env = settings.kafka_topics_environment
+    if env != "auto":
+        return env
+    brokers = (await admin.describe_cluster()).get("brokers") or []
+    return "cluster" if len(brokers) >= CLUSTER_MIN_BROKERS else "local"
 
 
 def encode_original(raw: bytes | None) -> str | None:

@@ -386,7 +386,17 @@ class StackSettings(BaseModel):
     )
     kafka_version: str = "4.1.1"
     kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
-    kafka_heap: str = "1g"
+    kafka_heap: str = Field(default="1g", description="heap of each local Kafka node (-Xms/-Xmx)")
+    kafka_nodes: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description=(
+            "local Kafka nodes (`auditpipe stack up --kafka-nodes N`): each a broker+controller; node i "
+            "listens on the i-th address of kafka_bootstrap (or the first port + 2(i-1)) and on "
+            "kafka_controller_port + 2(i-1)"
+        ),
+    )
 
 
 class Settings(BaseSettings):
@@ -405,6 +415,14 @@ class Settings(BaseSettings):
         default="INFO", description="JSON log level"
     )
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Comma-separated host:port list")
+    kafka_topics_environment: Literal["auto", "local", "cluster"] = Field(
+        default="auto",
+        description=(
+            "which values of schemas/topics a service uses when it creates a missing topic: local (one "
+            "broker: replication factor 1), cluster (replication factor 3, min.insync.replicas 2), auto "
+            "(cluster when the cluster has at least 3 brokers)"
+        ),
+    )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT",
         description="Kafka security protocol for every client (production: SSL or SASL_SSL)",

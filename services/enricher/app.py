@@ -62,6 +62,9 @@ def create_app(settings: Settings, raw_partitions: int, rules: Any = None) -> fa
         producer_linger_ms=5,
         topic_partitions=raw_partitions,
         topic_replication_factor=1,
+        # main.prepare creates every topic faust uses (from schemas/topics, the cluster's replication
+        # factor); faust's own declaration asks the controller node and fails while it is not connected
+        topic_allow_declare=False,
         store="memory://",
         datadir=str(es.data_dir),
         web_enabled=False,

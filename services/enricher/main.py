@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any
 
 import faust
 
-from schemas.topics import DEADLETTER, ENRICHER_STATE, EVENTS, ORG_SWITCH, RAW, spec_as
+from schemas.topics import (
+    DEADLETTER,
+    ENRICHER_CHANGELOG,
+    ENRICHER_LEADER,
+    ENRICHER_STATE,
+    EVENTS,
+    ORG_SWITCH,
+    RAW,
+    spec_as,
+)
 from services.common.kafka import ensure_topics, kafka_ready, make_admin, report_group_lag
 from services.common.logging import configure_logging, get_logger, log
 from services.common.runtime import serve_health, tune_gc_for_throughput
@@ -37,9 +47,18 @@ async def prepare(settings: Settings) -> int:
     await admin.start()
     try:
         meta = await admin.describe_topics([es.raw_topic])
-        return len(meta[0]["partitions"])
+        partitions = len(meta[0]["partitions"])
     finally:
         await admin.close()
+    # faust's own topics, created before faust declares them so they get the cluster's replication factor
+    # (faust would use topic_replication_factor=1); the changelog has as many partitions as the raw topic.
+    group = es.consumer_group
+    changelog = spec_as(ENRICHER_CHANGELOG, f"{group}-suppressed_daily-changelog")
+    await ensure_topics(
+        settings,
+        [replace(changelog, partitions=partitions), spec_as(ENRICHER_LEADER, f"{group}-__assignor-__leader")],
+    )
+    return partitions
 
 
 def run(settings: Settings, rules: Any = None) -> int:

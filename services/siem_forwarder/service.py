@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from auditpipe.backoff import Backoff, sleep_unless_stopped
-from schemas.topics import DEADLETTER, TopicSpec, load_topics
+from schemas.topics import FORWARDER_DEADLETTER, TopicSpec, load_template
 from services.common.kafka import ensure_topics, kafka_ready, make_producer
 from services.common.logging import get_logger, log
 from services.common.runtime import serve_health, stop_health
@@ -24,18 +24,10 @@ STABLE_S = 60.0  # a runner that ran this long before crashing restarts after th
 
 
 def dead_letter_specs(cfg: ForwarderConfig) -> list[TopicSpec]:
-    base = load_topics()[DEADLETTER]
+    """Each enabled destination's dead-letter topic, as ``schemas/topics/templates`` describes it."""
+    base = load_template(FORWARDER_DEADLETTER)
     return [
-        TopicSpec(
-            name=d.dlq_topic(),
-            partitions=base.partitions,
-            replication_factor=base.replication_factor,
-            retention_ms=base.retention_ms,
-            compression=base.compression,
-            producers=[f"forwarder:{d.name}"],
-            consumers=[],
-            schema=base.schema,
-        )
+        replace(base.with_name(destination=d.name), name=d.dlq_topic(), producers=[f"forwarder:{d.name}"])
         for d in cfg.destinations
         if d.enabled
     ]

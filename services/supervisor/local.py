@@ -22,6 +22,7 @@ from services.common.clickhouse import make_client
 from services.common.migrations import migrate
 from services.common.settings import Settings, load_settings
 from services.common.stack.manager import Stack
+from services.supervisor.supervisor import instance_name
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,13 @@ class Ports:
         """A block of ports starting at ``base`` (for private pipelines in tests and benchmarks)."""
         return cls(*(base + i for i in range(10)))
 
+    @classmethod
+    def cluster(cls, base: int) -> Ports:
+        """A block for a pipeline on a 3-node Kafka cluster: nodes on ``base``, ``base+2``, ``base+4``
+        (controllers one above each), ClickHouse ``base+6``, services from ``base+10`` (instances of a
+        service ``stride`` apart above that: keep stride >= 10)."""
+        return cls(base, base + 1, base + 6, base + 10, base + 11, base + 12, base + 13, base + 14, base + 15)
+
 
 def sha256_hex(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -56,6 +64,11 @@ class LocalPipeline:
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "10.0.0.0/8", "192.168.0.0/16")
     extra_env: dict[str, str] = field(default_factory=dict)
     kafka_heap: str = "1g"
+    kafka_nodes: int = 1
+    instances: dict[str, int] = field(
+        default_factory=dict
+    )  # service -> processes (auditpipe run --instances)
+    port_stride: int = 100
     ingest_token: str = field(default_factory=lambda: "ing_" + secrets.token_urlsafe(24))
     viewer_token: str = field(default_factory=lambda: "view_" + secrets.token_urlsafe(24))
     manager_token: str = field(default_factory=lambda: "mgr_" + secrets.token_urlsafe(24))
@@ -69,7 +82,10 @@ class LocalPipeline:
     def env(self) -> dict[str, str]:
         p = self.ports
         env = {
-            "AUDITPIPE_KAFKA_BOOTSTRAP": f"127.0.0.1:{p.kafka}",
+            "AUDITPIPE_KAFKA_BOOTSTRAP": ",".join(
+                f"127.0.0.1:{p.kafka + 2 * i}" for i in range(self.kafka_nodes)
+            ),
+            "AUDITPIPE_STACK__KAFKA_NODES": str(self.kafka_nodes),
             "AUDITPIPE_CLICKHOUSE_URL": f"http://127.0.0.1:{p.clickhouse}",
             "AUDITPIPE_STACK__STATE_DIR": str(self.state_dir / "stack"),
             "AUDITPIPE_STACK__KAFKA_CONTROLLER_PORT": str(p.kafka_controller),
@@ -122,7 +138,9 @@ class LocalPipeline:
     def up(self, timeout_s: float = 240.0) -> None:
         """Bring the stack up and migrate (idempotent)."""
         s = self.settings()
-        Stack(s).up(timeout_s=timeout_s)
+        stack = Stack(s)
+        stack.set_nodes(self.kafka_nodes)
+        stack.up(timeout_s=timeout_s)
         migrate(make_client(s), s.clickhouse_database)
 
     def start(self, wait_s: float = 120.0) -> None:
@@ -140,20 +158,31 @@ class LocalPipeline:
                 ",".join(services),
                 "--status-file",
                 str(self.status_file),
+                "--instances",
+                ",".join(f"{k}={v}" for k, v in self.instances.items()),
+                "--port-stride",
+                str(self.port_stride),
             ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.wait_healthy(services, wait_s)
+        self.wait_healthy(self.child_names(services), wait_s)
+
+    def child_names(self, services: list[str] | None = None) -> list[str]:
+        """Every child process's name: ``sink``, ``sink-2``, … (one per instance)."""
+        services = services or [s for s in self.services if s != "forwarder" or self.forwarder_config]
+        return [instance_name(s, i) for s in services for i in range(1, self.instances.get(s, 1) + 1)]
 
     @property
     def status_file(self) -> Path:
         return self.state_dir / "supervisor.json"
 
     def health_url(self, service: str, path: str = "/healthz") -> str:
-        port = {
+        """Of a service's first instance (``sink``) or of instance i (``sink-2``)."""
+        service, _, i = service.partition("-")
+        port = (int(i) - 1 if i else 0) * self.port_stride + {
             "ingest": self.ports.ingest,
             "api": self.ports.api,
             "sink": self.ports.sink,
@@ -172,7 +201,7 @@ class LocalPipeline:
 
     def wait_healthy(self, services: list[str] | None = None, timeout_s: float = 120.0) -> float:
         """Seconds until every service answered; raises TimeoutError naming the laggards."""
-        services = services or [s for s in self.services if s != "forwarder" or self.forwarder_config]
+        services = services or self.child_names()
         t0 = time.monotonic()
         while True:
             bad = [s for s in services if not self.healthy(s)]

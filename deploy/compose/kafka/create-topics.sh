@@ -6,6 +6,8 @@
 set -euo pipefail
 BOOTSTRAP="${BOOTSTRAP:-kafka:9094}"
 RF="${REPLICATION_FACTOR:-1}"
+# schemas/topics: min.insync.replicas 1 on one broker, 2 with replication factor 3 (environment "cluster")
+MIN_ISR="${MIN_INSYNC_REPLICAS:-$(( RF >= 3 ? 2 : 1 ))}"
 KT=/opt/kafka/bin/kafka-topics.sh
 # The super user's client settings (mutual TLS; admin.properties); empty for an open development broker.
 ADMIN=(${ADMIN_CONFIG:+--command-config "$ADMIN_CONFIG"})
@@ -20,7 +22,8 @@ create_topic() { # name partitions retention_ms compression [extra --config args
   shift 4
   "$KT" --bootstrap-server "$BOOTSTRAP" "${ADMIN[@]}" --create --if-not-exists --topic "$name" \
     --partitions "$partitions" --replication-factor "$RF" \
-    --config "retention.ms=$retention_ms" --config "compression.type=$compression" "$@"
+    --config "retention.ms=$retention_ms" --config "compression.type=$compression" \
+    --config "min.insync.replicas=$MIN_ISR" "$@"
   echo "topic ready: $name"
 }
 
@@ -38,5 +41,7 @@ create_topic audit.enricher.state.v1 1 604800000 zstd --config cleanup.policy=co
 # The enricher's faust table changelog (<enricher.consumer_group>-suppressed_daily-changelog), as many
 # partitions as audit.raw.v1.
 create_topic auditpipe-enricher-suppressed_daily-changelog 6 604800000 producer --config cleanup.policy=compact
+# faust's leader-election topic of the enricher's group (<enricher.consumer_group>-__assignor-__leader).
+create_topic auditpipe-enricher-__assignor-__leader 1 604800000 producer
 
 "$KT" --bootstrap-server "$BOOTSTRAP" "${ADMIN[@]}" --describe --topic 'audit\..*' | grep -E '^Topic:' || true

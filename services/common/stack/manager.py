@@ -3,7 +3,15 @@
 Layout under the state folder (default ``.stack/``)::
 
     kafka/server.properties  kafka/data/  kafka/logs/  kafka/stdout.log  kafka/pid  kafka/cluster.id
+    kafka/nodes              (how many nodes the cluster was made with)
+    kafka-2/ kafka-3/ …      (the other nodes of ``--kafka-nodes N``, laid out like kafka/)
     clickhouse/config.xml    clickhouse/data/  clickhouse/stdout.log  clickhouse/pid
+
+With ``--kafka-nodes 3`` (setting ``stack.kafka_nodes``) three JVMs form one KRaft cluster, each node
+broker and controller (static quorum of all nodes). Node i listens on the i-th address of
+``kafka_bootstrap`` when it lists N addresses, else on the first port + 2(i-1); its controller on
+``stack.kafka_controller_port`` + 2(i-1). From three nodes on, internal topics and new topics get
+replication factor 3 and ``min.insync.replicas`` 2.
 
 The Kafka jars are fetched once by Maven into ``<cache>/m2`` and copied to ``<cache>/kafka-<ver>/libs``;
 later runs (and other clones on the machine) reuse them.
@@ -12,15 +20,21 @@ later runs (and other clones on the machine) reuse them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
 
 from services.common.kafka import ensure_topics, kafka_ready
 from services.common.settings import Settings
@@ -48,6 +62,23 @@ class ComponentStatus:
     version: str | None
     pid: int | None
     detail: str = ""
+    # the Kafka cluster row: partitions with fewer in-sync replicas than replicas
+    under_replicated: int | None = None
+
+
+@dataclass(frozen=True)
+class KafkaNode:
+    """One local Kafka node (broker + controller)."""
+
+    node_id: int
+    host: str
+    port: int
+    controller_port: int
+    dir: Path
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -104,6 +135,47 @@ class Stack:
         self.kdir = self.state / "kafka"
         self.cdir = self.state / "clickhouse"
         self.kafka_host = settings.bootstrap_servers[0].rsplit(":", 1)[0].strip("[]")
+        self.n_nodes = self._recorded_nodes() or settings.stack.kafka_nodes
+
+    # ---------------------------------------------------------------- nodes
+    def _recorded_nodes(self) -> int | None:
+        try:
+            return int((self.kdir / "nodes").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def set_nodes(self, n: int) -> None:
+        """Use ``n`` Kafka nodes (``stack up --kafka-nodes``); refuses to change a cluster that exists."""
+        recorded = self._recorded_nodes()
+        if recorded is None and (self.kdir / "data" / "meta.properties").exists():
+            recorded = 1  # made before node counts were recorded: a single node
+        if recorded is not None and recorded != n:
+            raise StackError(
+                f"the stack in {self.state} has {recorded} Kafka node(s); run `auditpipe stack down` and "
+                f"remove {self.state}/kafka* to make one with {n}"
+            )
+        self.n_nodes = n
+
+    def node(self, i: int) -> KafkaNode:
+        """Node ``i`` (1-based) of the local cluster."""
+        addrs = self.s.bootstrap_servers
+        if len(addrs) >= self.n_nodes:
+            host, port = addrs[i - 1].rsplit(":", 1)
+            host, port_n = host.strip("[]"), int(port)
+        else:
+            host, port_n = self.kafka_host, self.s.kafka_port + 2 * (i - 1)
+        cport = self.s.stack.kafka_controller_port + 2 * (i - 1)
+        d = self.kdir if i == 1 else self.state / f"kafka-{i}"
+        return KafkaNode(i, host, port_n, cport, d)
+
+    @property
+    def nodes(self) -> list[KafkaNode]:
+        return [self.node(i) for i in range(1, self.n_nodes + 1)]
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap list of every node (what clients of a cluster should be given)."""
+        return ",".join(n.address for n in self.nodes)
 
     # ---------------------------------------------------------------- Kafka
     @property
@@ -145,63 +217,73 @@ class Stack:
         (libs / ".complete").write_text(self.s.stack.kafka_version)
         return libs
 
-    def _kafka_props(self) -> str:
-        port = self.s.kafka_port
-        cport = self.s.stack.kafka_controller_port
-        h = self.kafka_host
+    def _kafka_props(self, node: KafkaNode) -> str:
+        n = self.n_nodes
+        rf = min(3, n)
+        min_isr = 2 if n >= 3 else 1
+        voters = ",".join(f"{x.node_id}@{x.host}:{x.controller_port}" for x in self.nodes)
         return "\n".join(
             [
                 "# written by auditpipe stack up; edit settings, not this file",
                 "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.voters=1@{h}:{cport}",
-                f"listeners=PLAINTEXT://{h}:{port},CONTROLLER://{h}:{cport}",
-                f"advertised.listeners=PLAINTEXT://{h}:{port}",
+                f"node.id={node.node_id}",
+                f"controller.quorum.voters={voters}",
+                f"listeners=PLAINTEXT://{node.host}:{node.port},CONTROLLER://{node.host}:{node.controller_port}",
+                f"advertised.listeners=PLAINTEXT://{node.host}:{node.port}",
                 "controller.listener.names=CONTROLLER",
                 "inter.broker.listener.name=PLAINTEXT",
                 "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                f"log.dirs={self.kdir / 'data'}",
+                f"log.dirs={node.dir / 'data'}",
                 "num.partitions=6",
-                "default.replication.factor=1",
-                "offsets.topic.replication.factor=1",
+                f"default.replication.factor={rf}",
+                f"min.insync.replicas={min_isr}",
+                f"offsets.topic.replication.factor={rf}",
                 "offsets.topic.num.partitions=10",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
+                f"transaction.state.log.replication.factor={rf}",
+                f"transaction.state.log.min.isr={min_isr}",
+                f"share.coordinator.state.topic.replication.factor={rf}",
+                f"share.coordinator.state.topic.min.isr={min_isr}",
+                "unclean.leader.election.enable=false",
                 "group.initial.rebalance.delay.ms=0",
                 "auto.create.topics.enable=true",
-                # 2-core box: few threads, small socket buffers are fine on loopback.
-                "num.network.threads=2",
-                "num.io.threads=4",
-                "background.threads=4",
+                # 2-core box: few threads (fewer still when three JVMs share the cores); small socket
+                # buffers are fine on loopback.
+                f"num.network.threads={2 if n == 1 else 1}",
+                f"num.io.threads={4 if n == 1 else 2}",
+                f"background.threads={4 if n == 1 else 2}",
+                "num.replica.fetchers=1",
                 "log.retention.hours=168",
                 "log.segment.bytes=268435456",
                 "message.max.bytes=8388608",
+                "replica.fetch.max.bytes=8388608",
                 "",
             ]
         )
 
-    def _format_kafka(self, libs: Path) -> None:
-        data = self.kdir / "data"
-        if (data / "meta.properties").exists():
-            return
+    def _cluster_id(self) -> str:
         cid_file = self.kdir / "cluster.id"
         if not cid_file.exists() or cid_file.read_text().startswith("-"):
+            self.kdir.mkdir(parents=True, exist_ok=True)
             cid_file.write_text(new_cluster_id())
+        return cid_file.read_text().strip()
+
+    def _format_kafka(self, libs: Path, node: KafkaNode) -> None:
+        data = node.dir / "data"
+        if (data / "meta.properties").exists():
+            return
         r = subprocess.run(
             [
                 "java",
                 "-cp",
                 f"{libs}/*",
                 f"-Dlog4j2.configurationFile={LOG4J}",
-                f"-Dkafka.logs.dir={self.kdir / 'logs'}",
+                f"-Dkafka.logs.dir={node.dir / 'logs'}",
                 "kafka.tools.StorageTool",
                 "format",
                 "-t",
-                cid_file.read_text().strip(),
+                self._cluster_id(),
                 "-c",
-                str(self.kdir / "server.properties"),
+                str(node.dir / "server.properties"),
                 "--ignore-formatted",
                 *self.extras.format_args(),
             ],
@@ -214,47 +296,126 @@ class Stack:
             )
 
     def kafka_up(self) -> None:
-        pid = read_pid(self.kdir / "pid")
+        """Start every Kafka node that is not running."""
+        (self.kdir).mkdir(parents=True, exist_ok=True)
+        (self.kdir / "nodes").write_text(str(self.n_nodes))
+        for node in self.nodes:
+            self.node_up(node.node_id)
+
+    def node_up(self, i: int) -> None:
+        """Start Kafka node ``i`` unless it runs (its data, if any, is kept)."""
+        node = self.node(i)
+        pid = read_pid(node.dir / "pid")
         if alive(pid, KAFKA_MARKER):
             return
-        if port_open(self.kafka_host, self.s.kafka_port):
-            raise StackError(
-                f"port {self.s.kafka_port} is taken by another process; set AUDITPIPE_KAFKA_BOOTSTRAP"
-            )
+        for port in (node.port, node.controller_port):
+            if port_open(node.host, port):
+                raise StackError(
+                    f"port {port} is taken by another process; set AUDITPIPE_KAFKA_BOOTSTRAP / "
+                    "AUDITPIPE_STACK__KAFKA_CONTROLLER_PORT"
+                )
         libs = self.fetch_kafka()
-        self.kdir.mkdir(parents=True, exist_ok=True)
-        (self.kdir / "logs").mkdir(exist_ok=True)
-        (self.kdir / "server.properties").write_text(self.extras.apply(self._kafka_props()))
-        self._format_kafka(libs)
+        node.dir.mkdir(parents=True, exist_ok=True)
+        (node.dir / "logs").mkdir(exist_ok=True)
+        (node.dir / "server.properties").write_text(self.extras.apply(self._kafka_props(node)))
+        self._format_kafka(libs, node)
         heap = self.s.stack.kafka_heap
+        # Several JVMs on a small box: one GC thread each and few compiler threads.
+        small = ["-XX:ParallelGCThreads=1", "-XX:ConcGCThreads=1", "-XX:CICompilerCount=2"]
         cmd = [
             "java",
             f"-Xms{heap}",
             f"-Xmx{heap}",
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
+            *(small if self.n_nodes > 1 else []),
             "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={LOG4J}",
-            f"-Dkafka.logs.dir={self.kdir / 'logs'}",
+            f"-Dkafka.logs.dir={node.dir / 'logs'}",
             "-cp",
             f"{libs}/*",
             KAFKA_MARKER,
-            str(self.kdir / "server.properties"),
+            str(node.dir / "server.properties"),
         ]
-        spawn(cmd, cwd=self.kdir, log_file=self.kdir / "stdout.log", pid_file=self.kdir / "pid")
+        spawn(cmd, cwd=node.dir, log_file=node.dir / "stdout.log", pid_file=node.dir / "pid")
 
-    def kafka_status(self) -> ComponentStatus:
-        pid = read_pid(self.kdir / "pid")
+    def node_pid(self, i: int) -> int | None:
+        pid = read_pid(self.node(i).dir / "pid")
+        return pid if alive(pid, KAFKA_MARKER) else None
+
+    def kill_node(self, i: int, hard: bool = True) -> int | None:
+        """Stop node ``i``: ``kill -9`` (``hard``) or SIGTERM with a deadline. Returns the pid it had."""
+        pid = self.node_pid(i)
+        if pid is None:
+            return None
+        if hard:
+            os.kill(pid, signal.SIGKILL)
+            for _ in range(100):
+                if not alive(pid, KAFKA_MARKER):
+                    break
+                time.sleep(0.05)
+        else:
+            stop(pid, KAFKA_MARKER, timeout_s=60.0)
+        return pid
+
+    def _node_settings(self, node: KafkaNode) -> Settings:
+        return self.s.model_copy(update={"kafka_bootstrap": node.address})
+
+    def node_status(self, node: KafkaNode) -> ComponentStatus:
+        pid = read_pid(node.dir / "pid")
         running = alive(pid, KAFKA_MARKER)
-        healthy = running and asyncio.run(kafka_ready(self.s, timeout_s=3.0))
+        healthy = running and asyncio.run(kafka_ready(self._node_settings(node), timeout_s=3.0))
+        name = "kafka" if self.n_nodes == 1 else f"kafka-{node.node_id}"
         return ComponentStatus(
-            "kafka",
-            self.s.kafka_bootstrap,
+            name,
+            node.address,
             healthy,
             self.s.stack.kafka_version if running else None,
             pid if running else None,
-            "KRaft broker+controller" if running else "not running",
+            (f"KRaft broker+controller node {node.node_id}" if running else "not running"),
+        )
+
+    def kafka_status(self) -> ComponentStatus:
+        """Node 1 (the single-node stack) or, for a cluster, node 1's status; see :meth:`status`."""
+        return self.node_status(self.node(1))
+
+    async def _replication(self) -> tuple[int, int]:
+        """(under-replicated, offline) partitions of every topic, as the cluster reports them."""
+        bootstrap = self.bootstrap.split(",")
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        try:
+            await asyncio.wait_for(admin.start(), 5)
+            topics = await asyncio.wait_for(admin.list_topics(), 5)
+            desc = await asyncio.wait_for(admin.describe_topics(topics), 10)
+        finally:
+            await admin.close()
+        urp = offline = 0
+        for t in desc:
+            for p in t.get("partitions", []):
+                if p.get("leader", -1) < 0:
+                    offline += 1
+                if len(p.get("isr", [])) < len(p.get("replicas", [])):
+                    urp += 1
+        return urp, offline
+
+    def cluster_status(self, nodes: list[ComponentStatus]) -> ComponentStatus:
+        """The cluster as one row: healthy when every node is; under-replicated partitions counted."""
+        urp: int | None = None
+        detail = f"{sum(n.healthy for n in nodes)}/{len(nodes)} nodes up"
+        try:
+            urp, offline = asyncio.run(self._replication())
+            detail += f", {urp} under-replicated, {offline} offline partitions"
+        except Exception as e:  # noqa: BLE001 - status must answer whatever the cluster does
+            detail += f", replication unknown ({type(e).__name__})"
+        return ComponentStatus(
+            "kafka",
+            self.bootstrap,
+            all(n.healthy for n in nodes),
+            self.s.stack.kafka_version if any(n.pid for n in nodes) else None,
+            None,
+            detail,
+            urp,
         )
 
     # ----------------------------------------------------------- ClickHouse
@@ -309,18 +470,18 @@ class Stack:
         deadline = time.monotonic() + timeout_s
         retried: set[str] = set()
         while True:
-            st = self.status()
-            if all(c.healthy for c in st):
+            st = self._components()
+            if all(c.healthy for _, c in st):
                 break
-            for c in st:
+            for start, c in st:
                 if c.pid is None and c.component not in retried:
                     # A JVM or server that died silently during start (seen rarely while other servers
                     # start on the same 2 cores) gets one more start; its data is intact.
                     retried.add(c.component)
-                    (self.kafka_up if c.component == "kafka" else self.ch_up)()
+                    start()
                     continue
                 if c.pid is None:
-                    d = self.kdir if c.component == "kafka" else self.cdir
+                    d = self.cdir if c.component == "clickhouse" else self.node(_node_of(c.component)).dir
                     tail: list[str] = []
                     for log in (d / "stdout.log", d / "logs" / "server.log"):
                         if log.exists():
@@ -328,26 +489,51 @@ class Stack:
                             tail += [x for x in lines if "ERROR" in x or "Exception" in x][-2:] or lines[-2:]
                     raise StackError(f"{c.component} exited during start: " + " | ".join(tail)[:600])
             if time.monotonic() > deadline:
-                bad = ", ".join(c.component for c in st if not c.healthy)
+                bad = ", ".join(c.component for _, c in st if not c.healthy)
                 raise StackError(f"timed out after {timeout_s:.0f}s waiting for {bad} to answer")
             time.sleep(0.5)
-        asyncio.run(ensure_topics(self.s))
+        asyncio.run(ensure_topics(self.s.model_copy(update={"kafka_bootstrap": self.bootstrap})))
         return self.status()
 
+    def _components(self) -> list[tuple[Callable[[], None], ComponentStatus]]:
+        out: list[tuple[Callable[[], None], ComponentStatus]] = [
+            (lambda i=n.node_id: self.node_up(i), self.node_status(n)) for n in self.nodes
+        ]
+        return [*out, (self.ch_up, self.ch_status())]
+
     def status(self) -> list[ComponentStatus]:
-        return [self.kafka_status(), self.ch_status()]
+        """Single node: [kafka, clickhouse]. A cluster: [kafka (the cluster), kafka-1…kafka-N, clickhouse]."""
+        nodes = [self.node_status(n) for n in self.nodes]
+        if self.n_nodes == 1:
+            return [nodes[0], self.ch_status()]
+        return [self.cluster_status(nodes), *nodes, self.ch_status()]
 
     def down(self) -> list[str]:
+        """Stop every node and ClickHouse. The Kafka nodes get SIGTERM together: one after another, the
+        last ones would wait for a controller quorum that is already gone."""
         msgs = []
-        for name, d, marker in (("kafka", self.kdir, KAFKA_MARKER), ("clickhouse", self.cdir, CH_MARKER)):
+        targets = [
+            (f"kafka-{n.node_id}" if self.n_nodes > 1 else "kafka", n.dir, KAFKA_MARKER) for n in self.nodes
+        ]
+        targets.append(("clickhouse", self.cdir, CH_MARKER))
+        live = []
+        for name, d, marker in targets:
             pid = read_pid(d / "pid")
             if not alive(pid, marker):
                 msgs.append(f"{name}: not running")
                 continue
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)  # type: ignore[arg-type]
+            live.append((name, d, marker, pid))
+        for name, d, marker, pid in live:
             killed = stop(pid, marker, timeout_s=45.0)
             msgs.append(f"{name}: stopped{' (killed after timeout)' if killed else ''}")
             (d / "pid").unlink(missing_ok=True)
         return msgs
+
+
+def _node_of(component: str) -> int:
+    return int(component.rsplit("-", 1)[1]) if "-" in component else 1
 
 
 def status_dicts(st: list[ComponentStatus]) -> list[dict]:

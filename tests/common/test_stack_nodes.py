@@ -1,0 +1,60 @@
+"""The local Kafka cluster's layout (no servers started): node addresses, quorum, replication settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.common.settings import Settings
+from services.common.stack.manager import Stack, StackError
+
+
+def _stack(tmp_path: Path, **kw: object) -> Stack:
+    return Stack(Settings(stack={"state_dir": tmp_path, "kafka_controller_port": 20501}, **kw))
+
+
+def test_single_node_is_the_default_and_keeps_its_layout(tmp_path: Path) -> None:
+    st = _stack(tmp_path)
+    assert st.n_nodes == 1 and st.nodes[0].dir == st.kdir
+    props = st._kafka_props(st.nodes[0])
+    assert "controller.quorum.voters=1@127.0.0.1:20501" in props
+    assert "default.replication.factor=1" in props and "min.insync.replicas=1" in props
+
+
+def test_three_nodes_take_the_bootstrap_addresses_and_form_one_quorum(tmp_path: Path) -> None:
+    st = _stack(tmp_path, kafka_bootstrap="127.0.0.1:20500,127.0.0.1:20502,127.0.0.1:20504")
+    st.set_nodes(3)
+    assert [n.port for n in st.nodes] == [20500, 20502, 20504]
+    assert [n.controller_port for n in st.nodes] == [20501, 20503, 20505]
+    assert [n.dir.name for n in st.nodes] == ["kafka", "kafka-2", "kafka-3"]
+    assert st.bootstrap == "127.0.0.1:20500,127.0.0.1:20502,127.0.0.1:20504"
+    props = st._kafka_props(st.node(2))
+    for line in (
+        "node.id=2",
+        "controller.quorum.voters=1@127.0.0.1:20501,2@127.0.0.1:20503,3@127.0.0.1:20505",
+        "listeners=PLAINTEXT://127.0.0.1:20502,CONTROLLER://127.0.0.1:20503",
+        "default.replication.factor=3",
+        "min.insync.replicas=2",
+        "offsets.topic.replication.factor=3",
+        "transaction.state.log.min.isr=2",
+        "unclean.leader.election.enable=false",
+    ):
+        assert line in props.splitlines(), line
+
+
+def test_without_a_bootstrap_list_nodes_take_every_second_port(tmp_path: Path) -> None:
+    st = _stack(tmp_path, kafka_bootstrap="127.0.0.1:20500")
+    st.set_nodes(3)
+    ports = [(n.port, n.controller_port) for n in st.nodes]
+    assert ports == [(20500, 20501), (20502, 20503), (20504, 20505)]
+    assert len({p for pair in ports for p in pair}) == 6
+
+
+def test_node_count_of_an_existing_cluster_cannot_change(tmp_path: Path) -> None:
+    st = _stack(tmp_path)
+    st.kdir.mkdir(parents=True)
+    (st.kdir / "nodes").write_text("3")
+    assert _stack(tmp_path).n_nodes == 3  # status and down find every node
+    with pytest.raises(StackError, match="has 3 Kafka node"):
+        _stack(tmp_path).set_nodes(1)
