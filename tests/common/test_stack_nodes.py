@@ -58,3 +58,32 @@ def test_node_count_of_an_existing_cluster_cannot_change(tmp_path: Path) -> None
     assert _stack(tmp_path).n_nodes == 3  # status and down find every node
     with pytest.raises(StackError, match="has 3 Kafka node"):
         _stack(tmp_path).set_nodes(1)
+
+
+def test_a_node_whose_pid_file_names_another_process_is_found_by_its_command_line(tmp_path: Path) -> None:
+    """The cluster suite once saw a start retried while the first JVM was still coming up: the pid file
+    then named the second JVM, which failed to bind and exited, and stopping the node missed the live one.
+    The node's process is found by its marker and its own server.properties, and the pid file corrected."""
+    import subprocess
+    import sys
+
+    from services.common.stack.manager import KAFKA_MARKER
+
+    st = _stack(tmp_path, kafka_bootstrap="127.0.0.1:20500,127.0.0.1:20502,127.0.0.1:20504")
+    st.set_nodes(3)
+    node = st.node(3)
+    node.dir.mkdir(parents=True)
+    props = str(node.dir / "server.properties")
+    # a stand-in for the JVM: its command line holds the marker and the node's properties path
+    fake = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", KAFKA_MARKER, props])
+    try:
+        (node.dir / "pid").write_text("999999999")  # a pid that cannot exist
+        assert st.node_pid(3) == fake.pid
+        assert (node.dir / "pid").read_text() == str(fake.pid)
+        assert st.node_pid(2) is None  # another node's path is not this node's
+        assert st.kill_node(3) == fake.pid
+        fake.wait(10)
+        assert st.node_pid(3) is None
+    finally:
+        fake.kill()
+        fake.wait(10)

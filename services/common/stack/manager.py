@@ -38,7 +38,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.common.kafka import ensure_topics, kafka_ready
 from services.common.settings import Settings
-from services.common.stack.process import alive, port_open, read_pid, spawn, stop
+from services.common.stack.process import alive, find_pid, port_open, read_pid, spawn, stop
 
 # Readiness polling expects refused connections while the broker starts; aiokafka logs each one.
 logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -302,11 +302,23 @@ class Stack:
         for node in self.nodes:
             self.node_up(node.node_id)
 
+    def _node_pid(self, node: KafkaNode) -> int | None:
+        """The pid of node ``node``'s JVM: its pid file's, else found by its command line (its own
+        server.properties), and the pid file corrected. A start retried while the first JVM was still
+        coming up once left the pid of a second JVM that failed to bind, and a stop then missed the
+        live one."""
+        pid = read_pid(node.dir / "pid")
+        if alive(pid, KAFKA_MARKER):
+            return pid
+        pid = find_pid(KAFKA_MARKER, str(node.dir / "server.properties"))
+        if pid is not None:
+            (node.dir / "pid").write_text(str(pid))
+        return pid
+
     def node_up(self, i: int) -> None:
         """Start Kafka node ``i`` unless it runs (its data, if any, is kept)."""
         node = self.node(i)
-        pid = read_pid(node.dir / "pid")
-        if alive(pid, KAFKA_MARKER):
+        if self._node_pid(node) is not None:
             return
         for port in (node.port, node.controller_port):
             if port_open(node.host, port):
@@ -341,8 +353,7 @@ class Stack:
         spawn(cmd, cwd=node.dir, log_file=node.dir / "stdout.log", pid_file=node.dir / "pid")
 
     def node_pid(self, i: int) -> int | None:
-        pid = read_pid(self.node(i).dir / "pid")
-        return pid if alive(pid, KAFKA_MARKER) else None
+        return self._node_pid(self.node(i))
 
     def kill_node(self, i: int, hard: bool = True) -> int | None:
         """Stop node ``i``: ``kill -9`` (``hard``) or SIGTERM with a deadline. Returns the pid it had."""
@@ -363,8 +374,8 @@ class Stack:
         return self.s.model_copy(update={"kafka_bootstrap": node.address})
 
     def node_status(self, node: KafkaNode) -> ComponentStatus:
-        pid = read_pid(node.dir / "pid")
-        running = alive(pid, KAFKA_MARKER)
+        pid = self._node_pid(node)
+        running = pid is not None
         healthy = running and asyncio.run(kafka_ready(self._node_settings(node), timeout_s=3.0))
         name = "kafka" if self.n_nodes == 1 else f"kafka-{node.node_id}"
         return ComponentStatus(
@@ -513,12 +524,12 @@ class Stack:
         last ones would wait for a controller quorum that is already gone."""
         msgs = []
         targets = [
-            (f"kafka-{n.node_id}" if self.n_nodes > 1 else "kafka", n.dir, KAFKA_MARKER) for n in self.nodes
+            (f"kafka-{n.node_id}" if self.n_nodes > 1 else "kafka", n.dir, KAFKA_MARKER, self._node_pid(n))
+            for n in self.nodes
         ]
-        targets.append(("clickhouse", self.cdir, CH_MARKER))
+        targets.append(("clickhouse", self.cdir, CH_MARKER, read_pid(self.cdir / "pid")))
         live = []
-        for name, d, marker in targets:
-            pid = read_pid(d / "pid")
+        for name, d, marker, pid in targets:
             if not alive(pid, marker):
                 msgs.append(f"{name}: not running")
                 continue

@@ -39,6 +39,21 @@ def alive(pid: int | None, marker: str | None = None) -> bool:
     return True
 
 
+def find_pid(*needles: str) -> int | None:
+    """The lowest pid whose command line contains every one of ``needles`` (a live process), or None."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if all(n in cmd for n in needles) and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return min(found) if found else None
+
+
 def spawn(
     cmd: list[str], *, cwd: Path, log_file: Path, pid_file: Path, env: dict[str, str] | None = None
 ) -> int:
