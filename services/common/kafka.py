@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from auditpipe.backoff import Backoff
 from auditpipe.wire import DURABLE_PRODUCER_CONFIG
 from schemas.events_v1 import DeadLetter
 from schemas.topics import DEADLETTER, TopicSpec, load_topics
@@ -269,14 +270,24 @@ __all__ = [
 ]
 
 
-async def topic_partitions(settings: Settings, topic: str) -> list[int]:
-    """The partition numbers of ``topic``, sorted; empty when it does not exist (or is not visible)."""
-    admin = make_admin(settings)
-    await admin.start()
-    try:
-        desc = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
+async def topic_partitions(settings: Settings, topic: str, attempts: int = 5) -> list[int]:
+    """The partition numbers of ``topic``, sorted; empty when it does not exist (or is not visible).
+
+    A broker that is restarting (a rolling restart of a cluster) answers "not ready" for a moment: such
+    retriable errors are retried ``attempts`` times with backoff before they are raised."""
+    backoff = Backoff(initial_s=0.5, cap_s=5.0)
+    for attempt in range(1, attempts + 1):
+        admin = make_admin(settings)
+        try:
+            await admin.start()
+            desc = await admin.describe_topics([topic])
+            break
+        except KafkaError as e:
+            if not e.retriable or attempt == attempts:
+                raise
+        finally:
+            await admin.close()
+        await asyncio.sleep(backoff.next_delay())
     return sorted(
         p["partition"]
         for d in desc
