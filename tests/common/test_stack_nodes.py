@@ -68,6 +68,7 @@ def test_a_node_whose_pid_file_names_another_process_is_found_by_its_command_lin
     import sys
 
     from services.common.stack.manager import KAFKA_MARKER
+    from services.common.stack.process import alive
 
     st = _stack(tmp_path, kafka_bootstrap="127.0.0.1:20500,127.0.0.1:20502,127.0.0.1:20504")
     st.set_nodes(3)
@@ -77,6 +78,7 @@ def test_a_node_whose_pid_file_names_another_process_is_found_by_its_command_lin
     # a stand-in for the JVM: its command line holds the marker and the node's properties path
     fake = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", KAFKA_MARKER, props])
     try:
+        assert alive(fake.pid, KAFKA_MARKER)  # (waits until the kernel shows its command line)
         (node.dir / "pid").write_text("999999999")  # a pid that cannot exist
         assert st.node_pid(3) == fake.pid
         assert (node.dir / "pid").read_text() == str(fake.pid)
@@ -87,3 +89,21 @@ def test_a_node_whose_pid_file_names_another_process_is_found_by_its_command_lin
     finally:
         fake.kill()
         fake.wait(10)
+
+
+def test_a_program_just_started_is_alive_with_its_marker() -> None:
+    """Right after Popen returns the kernel may show an empty command line for a moment (longer on a busy
+    box): a start of the stack took its new Kafka JVM for dead then and started a second one."""
+    import subprocess
+    import sys
+
+    from services.common.stack.process import alive
+
+    for i in range(30):
+        tag = f"auditpipe-test-marker-{i}"
+        p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", tag])
+        try:
+            assert alive(p.pid, tag)
+        finally:
+            p.kill()
+            p.wait(10)

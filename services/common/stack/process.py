@@ -32,11 +32,25 @@ def alive(pid: int | None, marker: str | None = None) -> bool:
         if state == "Z":
             return False
         if marker is not None:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            return marker in cmd
+            return marker in _cmdline(pid)
     except OSError:
         return False
     return True
+
+
+def _cmdline(pid: int, wait_s: float = 2.0) -> str:
+    """The command line of ``pid``. Right after ``Popen`` returns, the kernel may not have set up the new
+    program's arguments yet (``exec`` closes the pipe Popen waits on first): the command line reads empty
+    for a moment, longer on a busy box. An empty one is read again for up to ``wait_s``; a kernel thread's
+    stays empty. Taking the empty read for "not our process" once started a second Kafka JVM over the
+    first."""
+    path = Path(f"/proc/{pid}/cmdline")
+    deadline = time.monotonic() + wait_s
+    while True:
+        raw = path.read_bytes()
+        if raw or time.monotonic() > deadline:
+            return raw.replace(b"\0", b" ").decode(errors="replace")
+        time.sleep(0.01)
 
 
 def find_pid(*needles: str) -> int | None:
