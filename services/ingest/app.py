@@ -305,8 +305,11 @@ def create_app(settings: Settings, topic: str | None = None) -> FastAPI:
 def app_from_settings() -> FastAPI:
     """Factory for ``uvicorn --factory`` (``auditpipe ingest --workers N``): settings from the environment."""
     from services.common.logging import configure_logging
+    from services.common.runtime import tune_gc_for_throughput
     from services.common.settings import get_settings
 
     s = get_settings()
     configure_logging("ingest", s.log_level)
-    return create_app(s)
+    app = create_app(s)
+    tune_gc_for_throughput()  # a batch of 500 validated events is ~100k containers for a moment
+    return app

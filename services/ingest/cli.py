@@ -9,6 +9,7 @@ def _run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from services.common.logging import configure_logging
+    from services.common.runtime import tune_gc_for_throughput
     from services.common.settings import get_settings
     from services.ingest.app import create_app
 
@@ -24,7 +25,11 @@ def _run(args: argparse.Namespace) -> int:
     host = args.host or s.ingest.host
     port = args.port or s.ingest.port
     # workers > 1: uvicorn forks processes, each building its own app (and its one Kafka producer)
-    app = "services.ingest.app:app_from_settings" if args.workers > 1 else create_app(s)
+    if args.workers > 1:
+        app = "services.ingest.app:app_from_settings"
+    else:
+        app = create_app(s)
+        tune_gc_for_throughput()
     uvicorn.run(
         app,
         factory=args.workers > 1,
