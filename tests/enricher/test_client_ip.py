@@ -1,4 +1,4 @@
-"""Client IP: Octopus's trusted-proxy rule (seed 001), its edge cases, and properties."""
+"""Client IP: the trusted-proxy rule (docs/enricher.md), its edge cases, and properties."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Client IP behind proxies: Octopus's trusted-proxy rule (PROTOCOLS.md, seed 001).
+"""Client IP behind proxies: the trusted-proxy rule of docs/enricher.md (the pre-rewrite copy).
 
 Read ``X-Forwarded-For`` only when the peer is a trusted proxy. Walk the header from the right and take
 the first address that is not trusted; if every address is trusted, take the leftmost. With no trusted
