@@ -245,6 +245,14 @@ class IntegritySettings(BaseModel):
     verify_parallelism: int = Field(
         default=2, ge=1, le=64, description="Organisations verified side by side (one ClickHouse query each)"
     )
+    verify_publication_wait_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="How long verification waits for a place that lacks an org's newest digests, which "
+        "other places hold, to receive them (the sealer publishes to ClickHouse, the topic and the files "
+        "one after another) before reporting missing_newest_digests",
+    )
     signing_key: SecretStr | None = Field(
         default=None,
         description="Ed25519 private key (PKCS#8 PEM, or base64 of the 32-byte seed) that signs digests",

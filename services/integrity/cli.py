@@ -70,7 +70,7 @@ def _seal(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from services.common.progress import reporter
-    from services.integrity.topic import read_digests
+    from services.integrity.topic import read_digests, read_digests_blocking
     from services.integrity.verify import verify
 
     s = get_settings()
@@ -84,7 +84,16 @@ def _verify(args: argparse.Namespace) -> int:
         raise CliError(f"cannot read the digest topic {s.integrity.digest_topic}: {_one_line(e)}") from None
     try:
         with reporter("verifying", "org") as update:
-            rep = verify(s, records, args.org, args.since, args.until, args.archives, progress=update)
+            rep = verify(
+                s,
+                records,
+                args.org,
+                args.since,
+                args.until,
+                args.archives,
+                progress=update,
+                reread_topic=lambda: read_digests_blocking(s),
+            )
     except Exception as e:  # noqa: BLE001
         raise CliError(f"verify failed: {_one_line(e)}") from None
     if args.json:

@@ -62,6 +62,11 @@ async def read_digests(settings: Settings, timeout_s: float = 30.0) -> list[byte
     return out
 
 
+def read_digests_blocking(settings: Settings) -> list[bytes]:
+    """:func:`read_digests` from synchronous code (a thread without a running event loop)."""
+    return asyncio.run(read_digests(settings))
+
+
 async def sink_has_passed(settings: Settings, t: datetime) -> tuple[bool, str]:
     """Whether the sink's group committed, on every partition of its topic, at least up to the first
     message whose timestamp is >= ``t`` (or up to the partition's end when there is none yet).

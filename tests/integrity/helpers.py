@@ -69,6 +69,7 @@ def integrity_settings(ch_settings: Settings, topics: dict[str, str], tmp_path, 
         "window_s": 60,
         "grace_s": 1.0,
         "interval_s": 1.0,
+        "verify_publication_wait_s": 2.0,  # a deleted newest digest is reported 2 s after the first read
         "signing_key_file": key_file,
         "digest_topic": topics["audit.digests.v1"],
         "audit_topic": topics["audit.raw.v1"],

@@ -227,6 +227,58 @@ async def test_the_newest_windows_events_and_digest_file_deleted_are_caught_from
     assert not rep.ok
 
 
+def _newest_file_line(s: Settings) -> tuple[Path, bytes]:
+    """The digest file holding the newest digest of org-0, and that digest's line."""
+    best: tuple[int, Path, bytes] | None = None
+    for p, line in digest_files.read_all(digest_files.root(s), "org-0"):
+        seq = orjson.loads(line)["sequence"]
+        if best is None or seq > best[0]:
+            best = (seq, p, line)
+    assert best is not None
+    return best[1], best[2]
+
+
+async def test_a_verification_during_a_publication_waits_for_it_instead_of_reporting_it(sealed) -> None:  # noqa: ANN001
+    """The sealer stores a digest in ClickHouse, then the topic, then the files. A verification that reads
+    the files before the digest reaches them re-reads them and reports nothing once it has arrived."""
+    s, _ = sealed
+    s = s.model_copy(update={"integrity": s.integrity.model_copy(update={"verify_publication_wait_s": 30.0})})
+    path, line = _newest_file_line(s)
+    lines = path.read_bytes().split(b"\n")
+    path.write_bytes(b"\n".join(x for x in lines if x != line))  # the files lag one digest behind
+
+    async def publish_late() -> None:
+        await asyncio.sleep(1.5)
+        with path.open("ab") as f:  # the sealer reaches the files
+            f.write(line + b"\n")
+
+    started = asyncio.get_running_loop().time()
+    rep, _ = await asyncio.gather(check(s), publish_late())
+    waited = asyncio.get_running_loop().time() - started
+    assert rep.ok, rep.to_dict()
+    assert 1.5 <= waited < 30, waited  # it waited for that digest, not for the whole allowance
+
+
+async def test_a_topic_read_before_the_newest_digest_reached_it_is_read_again(sealed) -> None:  # noqa: ANN001
+    s, _ = sealed
+    records = await read_digests(s)
+    newest = max(records, key=lambda r: (orjson.loads(r)["org_id"] == "org-0", orjson.loads(r)["sequence"]))
+    early = [r for r in records if r != newest]  # what a verification that read the topic too early saw
+    rep = await asyncio.to_thread(verify, s, early, reread_topic=lambda: records)
+    assert rep.ok, rep.to_dict()
+    # without a way to read the topic again, the gap is not explained away: reported after the wait
+    rep = await asyncio.to_thread(verify, s, early)
+    assert kinds(rep).get(MISSING_NEWEST) and {f.source for f in rep.findings} == {"topic"}, rep.to_dict()
+    # a topic that cannot be read again (broker away) explains nothing either
+
+    def broken() -> list[bytes]:
+        raise ConnectionError("broker away")
+
+    rep = await asyncio.to_thread(verify, s, early, reread_topic=broken)
+    assert {f.kind for f in rep.findings} == {MISSING_NEWEST}, rep.to_dict()
+    assert "still missing after" in rep.findings[0].detail
+
+
 async def test_a_digest_edited_and_resigned_with_another_key_is_a_forged_signature(sealed) -> None:  # noqa: ANN001
     s, _ = sealed
     db = s.clickhouse_database

@@ -24,7 +24,7 @@ from services.common.audit_events import PRODUCER_QUERY_API, AuditUnavailable, p
 from services.common.settings import Settings
 from services.integrity.keys import IntegrityKeyError, key_id, load_public_key, public_b64, public_pem, signer
 from services.integrity.rules import fmt
-from services.integrity.topic import read_digests
+from services.integrity.topic import read_digests, read_digests_blocking
 from services.integrity.verify import verify
 from services.query_api.auth import Principal
 from services.query_api.deps import (
@@ -167,7 +167,9 @@ async def run_verification(
         raise HTTPException(
             503, detail="the digest topic cannot be read; verification not possible"
         ) from None
-    rep = await run_in_threadpool(verify, settings, records, o, since, until)
+    rep = await run_in_threadpool(
+        verify, settings, records, o, since, until, reread_topic=lambda: read_digests_blocking(settings)
+    )
     body = rep.to_dict()
     sealed = rep.sealed_through.get(o)
     await run_in_threadpool(
