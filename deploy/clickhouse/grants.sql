@@ -32,6 +32,8 @@ GRANT ALTER DELETE ON audit.events TO auditpipe_archiver;
 GRANT ALTER DELETE ON audit.events_by_time TO auditpipe_archiver;
 -- never deletes a row stored after the newest sealed horizon (0015)
 GRANT SELECT ON audit.seal_runs TO auditpipe_archiver;
+-- conflicting records (0014) older than the longest retention (retention.max_days) go, audited first
+GRANT SELECT, ALTER DELETE ON audit.event_conflicts TO auditpipe_archiver;
 
 -- The sealer (`auditpipe seal`, docs/integrity.md): reads what was stored, appends its own records of
 -- what it sealed, signed and published (0015). Never changes or deletes a row, its own included.

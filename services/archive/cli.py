@@ -32,6 +32,7 @@ def _run(args: argparse.Namespace) -> int:
                 {
                     "files": [f.to_dict() for f in rep.files],
                     "deleted_rows": rep.deleted_rows,
+                    "expired_conflicts": rep.expired_conflicts,
                     "errors": rep.errors,
                 },
                 indent=2,
@@ -41,6 +42,8 @@ def _run(args: argparse.Namespace) -> int:
         for f in rep.files:
             print(f"archived {f.file}  rows={f.rows}  sha256={f.sha256}")
         print(f"{len(rep.files)} file(s), {rep.deleted_rows} row(s) deleted from ClickHouse")
+        if rep.expired_conflicts:
+            print(f"{rep.expired_conflicts} conflicting record(s) older than the longest retention deleted")
         for err in rep.errors:
             print(f"error: {err}", file=sys.stderr)
     return 1 if rep.errors else 0

@@ -232,8 +232,40 @@ def run_archive(
             )
         if progress is not None:
             progress(i, len(todo))
+    expire_conflicts(settings, client, today, org_id, publish, requested_by, report)
     m.ARCHIVE_RUNS.labels("error" if report.errors else "ok").inc()
     return report
+
+
+def expire_conflicts(
+    settings: Settings,
+    client: object,
+    today: date,
+    org_id: str | None,
+    publish: Publish,
+    requested_by: str,
+    report: ArchiveReport,
+) -> None:
+    """Delete conflicting records (``event_conflicts``) seen more than ``retention.max_days`` ago — longer
+    than any event they contradict may be kept — org by org (the stored event's org), each deletion
+    audited first (``audit_archive:expire_conflicts``; no audit event, nothing deleted)."""
+    db = settings.clickhouse_database
+    days = settings.retention.max_days
+    before = datetime(today.year, today.month, today.day, tzinfo=UTC) - timedelta(days=days)
+    for org, n in sorted(store.expired_conflicts(client, db, before, org_id).items()):
+        try:
+            change = f"Deleted {n} conflicting record(s) seen before {before.date()} (kept {days} days)"
+            meta = {"rows": str(n), "before": before.date().isoformat()}
+            ev = audit_event(
+                org, "audit_archive:expire_conflicts", requested_by, "event_conflicts", change, meta
+            )
+            _audited(publish, [ev])
+            store.delete_conflicts(client, db, org, before)
+            report.expired_conflicts += n
+            log(logger, logging.INFO, "expired conflicts", org_id=org, rows=n, before=str(before.date()))
+        except Exception as e:  # noqa: BLE001 - report, keep the rows, continue with the next org
+            report.errors.append(f"{org} event_conflicts: {e}")
+            log(logger, logging.ERROR, "expiring conflicts failed; rows kept", org_id=org, error=str(e)[:300])
 
 
 def delete_archive(

@@ -49,6 +49,7 @@ class ArchiveFile:
 class ArchiveReport:
     files: list[ArchiveFile] = field(default_factory=list)
     deleted_rows: int = 0
+    expired_conflicts: int = 0  # rows of event_conflicts older than the longest retention, deleted
     errors: list[str] = field(default_factory=list)
 
 

@@ -116,11 +116,11 @@ def delete_rows(client: Any, db: str, params: dict[str, Any]) -> None:
         _delete_from(client, db, table, params)
 
 
-def _delete_from(client: Any, db: str, table: str, params: dict[str, Any]) -> None:
+def _delete_from(client: Any, db: str, table: str, params: dict[str, Any], where: str = DAY_FILTER) -> None:
     """Lightweight DELETE; ALTER ... DELETE (a synchronous mutation) when refused."""
     try:
         client.command(
-            f"DELETE FROM {db}.{table} WHERE {DAY_FILTER}",  # noqa: S608 - names are constants; values bound
+            f"DELETE FROM {db}.{table} WHERE {where}",  # noqa: S608 - names are constants; values bound
             parameters=params,
             settings={"lightweight_deletes_sync": 2, "lightweight_mutation_projection_mode": "rebuild"},
         )
@@ -133,7 +133,35 @@ def _delete_from(client: Any, db: str, table: str, params: dict[str, Any]) -> No
             error=str(e)[:200],
         )
         client.command(
-            f"ALTER TABLE {db}.{table} DELETE WHERE {DAY_FILTER}",  # noqa: S608
+            f"ALTER TABLE {db}.{table} DELETE WHERE {where}",  # noqa: S608
             parameters=params,
             settings={"mutations_sync": 2},
         )
+
+
+# Conflicting records (0014) are kept as long as the longest retention any event may have
+# (retention.max_days), then deleted per org of the stored event they contradicted.
+CONFLICT_FILTER = "stored_org_id = {org:String} AND seen_at < {before:DateTime64(3, 'UTC')}"
+
+
+def expired_conflicts(client: Any, db: str, before: datetime, org: str | None) -> dict[str, int]:
+    """{stored org: conflict rows seen before ``before``}; empty when the table does not exist."""
+    where = "seen_at < {before:DateTime64(3, 'UTC')}"
+    params: dict[str, Any] = {"before": before}
+    if org is not None:
+        where += " AND stored_org_id = {org:String}"
+        params["org"] = org
+    try:
+        rows = client.query(
+            f"SELECT stored_org_id, count() FROM {db}.event_conflicts WHERE {where} GROUP BY stored_org_id",  # noqa: S608
+            parameters=params,
+        ).result_rows
+    except Exception as e:  # noqa: BLE001 - before migration 0014: nothing to expire
+        if "UNKNOWN_TABLE" in str(e) or "doesn't exist" in str(e):
+            return {}
+        raise
+    return {str(o): int(n) for o, n in rows}
+
+
+def delete_conflicts(client: Any, db: str, org: str, before: datetime) -> None:
+    _delete_from(client, db, "event_conflicts", {"org": org, "before": before}, CONFLICT_FILTER)

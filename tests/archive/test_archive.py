@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -216,3 +217,58 @@ async def test_archive_still_deletes_when_the_table_has_a_projection(
     rep = await asyncio.to_thread(run_archive, s, "system", NOW)
     assert not rep.errors and [f.rows for f in rep.files] == [20]
     assert count(s) == 5 and count(s, "count()", "events") == 5
+
+
+def _conflict(s, org: str, seen_at: datetime) -> None:  # noqa: ANN001
+    """One row of event_conflicts (0014), as the sink writes it, seen at ``seen_at``."""
+    make_client(s).insert(
+        f"{s.clickhouse_database}.event_conflicts",
+        [[uuid.uuid4(), org, seen_at, "b" * 64, org, seen_at, "a" * 64, seen_at, b"{}", "t", 0, 1, seen_at]],
+        column_names=[
+            "event_id", "org_id", "occurred_at", "content_hash", "stored_org_id", "stored_occurred_at",
+            "stored_content_hash", "stored_inserted_at", "record", "topic", "partition", "offset", "seen_at",
+        ],
+    )  # fmt: skip
+
+
+def _conflicts(s) -> list[tuple[str, datetime]]:  # noqa: ANN001
+    rows = make_client(s).query(
+        f"SELECT stored_org_id, seen_at FROM {s.clickhouse_database}.event_conflicts "
+        "ORDER BY stored_org_id, seen_at"
+    )
+    return [(str(o), t.replace(tzinfo=UTC)) for o, t in rows.result_rows]
+
+
+async def test_conflicting_records_older_than_the_longest_retention_are_deleted_audited(
+    ch_settings, topic_names, tmp_path
+) -> None:
+    """event_conflicts does not grow forever: a run deletes what is older than retention.max_days (365
+    days; 3650 self-hosted), per org of the stored event, audited before; younger rows stay."""
+    topics = topic_names("audit.raw.v1")
+    s = _settings(ch_settings, tmp_path, topics)
+    assert s.retention.max_days == 365
+    old, young = NOW - timedelta(days=400), NOW - timedelta(days=300)
+    for org, t in (("org-a", old), ("org-a", old), ("org-a", young), ("org-b", old), ("org-c", young)):
+        _conflict(s, org, t)
+
+    # no audit event, nothing deleted
+    def refuse(events) -> None:  # noqa: ANN001
+        raise ConnectionError("broker away")
+
+    rep = await asyncio.to_thread(run_archive, s, "system", NOW, publish=refuse)
+    assert len(rep.errors) == 2 and rep.expired_conflicts == 0
+    assert len(_conflicts(s)) == 5
+
+    rep = await asyncio.to_thread(run_archive, s, "system", NOW)
+    assert not rep.errors and rep.expired_conflicts == 3
+    assert _conflicts(s) == [("org-a", young), ("org-c", young)]
+    audit = [orjson.loads(v) for v in await read_all(s, topics["audit.raw.v1"], 2)]
+    assert {(a["org_id"], a["action"], a["metadata"]["rows"]) for a in audit} == {
+        ("org-a", "audit_archive:expire_conflicts", "2"),
+        ("org-b", "audit_archive:expire_conflicts", "1"),
+    }
+    # self-hosted keeps them ten years
+    s10 = _settings(ch_settings, tmp_path, topics, self_hosted=True)
+    _conflict(s10, "org-b", old)
+    rep = await asyncio.to_thread(run_archive, s10, "system", NOW)
+    assert rep.expired_conflicts == 0 and len(_conflicts(s10)) == 3

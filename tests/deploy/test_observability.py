@@ -112,6 +112,7 @@ def test_alert_rules_are_well_formed_and_use_real_metrics() -> None:
         "AuditpipeDeadLettersIncreasing": "auditpipe_sink_dead_lettered_total",
         "AuditpipeSinkInsertFailing": "auditpipe_sink_insert_retries_total",
         "AuditpipeDestinationLastSuccessTooOld": "auditpipe_forwarder_last_success_timestamp_seconds",
+        "AuditpipeSinkConflicts": "auditpipe_sink_conflicts_total",
     }
     by_name = {r["alert"]: r for r in rules}
     for alert, metric in required.items():

@@ -51,6 +51,7 @@ def test_only_admin_can_change_events_and_analysts_are_read_only() -> None:
         "ALTER DELETE ON audit.events",
         "ALTER DELETE ON audit.events_by_time",
         "SELECT ON audit.seal_runs",
+        "SELECT, ALTER DELETE ON audit.event_conflicts",
     ]
     assert not any(WRITES.search(x) and "audit.events" in x for x in g["auditpipe_sealer"])
     assert all(x.startswith(("SELECT ON", "SELECT, INSERT ON")) for x in g["auditpipe_sealer"])
@@ -82,4 +83,5 @@ def test_users_xml_matches_the_same_rules() -> None:
     assert [q for q in users["auditpipe_sink"] if "DELETE" in q] == [
         "GRANT ALTER DELETE ON audit.events",
         "GRANT ALTER DELETE ON audit.events_by_time",
+        "GRANT SELECT, ALTER DELETE ON audit.event_conflicts",
     ]
