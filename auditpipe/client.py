@@ -37,6 +37,7 @@ from auditpipe.wire import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_EVENT_BYTES,
     DURABLE_PRODUCER_CONFIG,
+    Routing,
     encode_value,
     envelopes,
     free_form_problem,
@@ -76,7 +77,12 @@ class SendResult:
     refused: dict[int, str] = field(default_factory=dict)  # index in the batch -> why (nothing was sent)
 
 
-Item = tuple[RawEvent, bytes]  # an event and its encoded value
+Item = tuple[Routing, bytes]  # what a buffered event is: its routing strings and its encoded value
+
+
+def _events(items: Sequence[Item]) -> list[RawEvent]:
+    """The events of buffered items, decoded from their bytes (for reports: the buffer keeps no models)."""
+    return [RawEvent.model_validate_json(v) for _, v in items]
 
 
 # --------------------------------------------------------------------------------- transports
@@ -110,7 +116,7 @@ class HttpTransport:
         except httpx.HTTPError as e:
             return SendResult(set(), None, f"{type(e).__name__}: {e}")
         if r.status_code == 202:
-            return SendResult({str(e.event_id) for e, _ in items})
+            return SendResult({e.event_id for e, _ in items})
         retry_after = _retry_after(r.headers.get("retry-after"))
         if r.status_code == 422:
             refused = _refused_items(r, len(items))
@@ -170,7 +176,7 @@ class KafkaTransport:
             error = f"kafka send: {type(e).__name__}: {e}"
         results = await asyncio.gather(*futs, return_exceptions=True)
         accepted = {
-            str(items[i][0].event_id)
+            items[i][0].event_id
             for (_, indexes), r in zip(records, results, strict=False)
             if not isinstance(r, BaseException)
             for i in indexes
@@ -293,7 +299,12 @@ class AsyncAuditClient:
         """Validate against the raw contract and assign ``event_id`` / ``producer`` when absent."""
         return self._prepare(event)[0]
 
-    def _prepare(self, event: EventLike) -> Item:
+    def _item(self, event: EventLike) -> Item:
+        """What the buffer keeps of a validated event: its routing and its bytes, not the model."""
+        ev, value = self._prepare(event)
+        return Routing.of(ev), value
+
+    def _prepare(self, event: EventLike) -> tuple[RawEvent, bytes]:
         """The event, validated and completed, and its encoded value; ``ValueError`` naming the field."""
         if not isinstance(event, RawEvent):
             d = dict(event)
@@ -320,13 +331,13 @@ class AsyncAuditClient:
 
     async def emit(self, event: EventLike) -> str:
         """Buffer one event; returns its event_id. Raises on an invalid event or BufferFull (raise)."""
-        item = self._prepare(event)
+        item = self._item(event)
         await self._put(item)
-        return str(item[0].event_id)
+        return item[0].event_id
 
     async def emit_prepared(self, ev: RawEvent) -> None:
         """Buffer an event returned by :meth:`prepare` (checked and encoded here, not validated again)."""
-        await self._put(self._prepare(ev))
+        await self._put(self._item(ev))
 
     async def _put(self, ev: Item) -> None:
         if self._closed:
@@ -381,7 +392,7 @@ class AsyncAuditClient:
 
     # ----------------------------------------------------------------------------- internals
     def _raise_if_lost(self) -> None:
-        left = [e for e, _ in self._inflight] + [e for e, _ in self._drain_queue()]
+        left = _events(self._inflight) + _events(self._drain_queue())
         self._inflight = []
         undelivered = self.failed + left
         if undelivered or self.rejected:
@@ -471,18 +482,18 @@ class AsyncAuditClient:
             try:
                 res = await transport.send(pending)
             except PermanentError as e:
-                self._reject([ev for ev, _ in pending], str(e))
+                self._reject(pending, str(e))
                 return
             if res.refused:
                 # one bad event must not cost the others: report the refused ones, send the rest now
                 for i, reason in sorted(res.refused.items()):
-                    self._reject([pending[i][0]], reason)
+                    self._reject([pending[i]], reason)
                 pending = [it for i, it in enumerate(pending) if i not in res.refused]
                 self._inflight = pending
                 continue
-            done = [it for it in pending if str(it[0].event_id) in res.accepted]
-            self.delivered += len(done)
-            pending = [it for it in pending if str(it[0].event_id) not in res.accepted]
+            left = [it for it in pending if it[0].event_id not in res.accepted]
+            self.delivered += len(pending) - len(left)
+            pending = left
             self._inflight = pending
             if not pending:
                 return
@@ -490,20 +501,21 @@ class AsyncAuditClient:
             self.retries += 1
             if self.max_retries is not None and attempt > self.max_retries:
                 logger.error("audit events undelivered after %d retries: %s", self.max_retries, res.error)
-                self.failed.extend(ev for ev, _ in pending)
+                self.failed.extend(_events(pending))
                 return
             delay = backoff.next_delay(res.retry_after_s)
             logger.warning("audit delivery retry %d in %.2fs: %s", attempt, delay, res.error)
             await asyncio.sleep(delay)
 
-    def _reject(self, events: list[RawEvent], reason: str) -> None:
+    def _reject(self, items: Sequence[Item], reason: str) -> None:
         # ids only: an event may carry what its producer did not mean to log
         logger.error(
             "audit events refused by the destination (%d, first %s): %s",
-            len(events),
-            events[0].event_id if events else "-",
+            len(items),
+            items[0][0].event_id if items else "-",
             reason[:500],
         )
+        events = _events(items)
         self.rejected.extend((e, reason) for e in events)
         if self.on_rejected is not None:
             try:
@@ -587,9 +599,9 @@ class AuditClient:
 
     def emit(self, event: EventLike) -> str:
         """Validate and buffer one event (validation errors raise here); returns its event_id."""
-        item = self._async._prepare(event)
+        item = self._async._item(event)
         self._call(self._async._put(item))
-        return str(item[0].event_id)
+        return item[0].event_id
 
     def flush(self, timeout_s: float | None = None) -> None:
         self._call(self._async.flush(timeout_s))

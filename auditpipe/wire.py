@@ -16,7 +16,7 @@ and the contract's integer range in the free-form parts (:func:`free_form_proble
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import TypeAdapter
 
@@ -60,18 +60,32 @@ def encode(event: RawEvent) -> Message:
     return str(event.event_id or event.org_id).encode(), encode_value(event), headers(event.producer)
 
 
+class Routing(NamedTuple):
+    """What a record needs of an event besides its bytes (key, envelope per org, producer header): what a
+    producer keeps of an event while it waits in a buffer, instead of the validated model (a few strings
+    instead of a tree of objects the garbage collector would walk again and again)."""
+
+    event_id: str
+    org_id: str
+    producer: str | None
+
+    @classmethod
+    def of(cls, event: RawEvent) -> Routing:
+        return cls(str(event.event_id or event.org_id), event.org_id, event.producer)
+
+
 def envelopes(
-    items: Iterable[tuple[RawEvent, bytes]], max_bytes: int = ENVELOPE_MAX_BYTES
+    items: Iterable[tuple[RawEvent | Routing, bytes]], max_bytes: int = ENVELOPE_MAX_BYTES
 ) -> list[tuple[Message, list[int]]]:
     """Records for a batch of (event, its encoded value), one or more per org, each at most ``max_bytes``
     (an event larger than that travels alone); with the indexes of the events each record holds, so a
     caller can tell which events a failed record held. Order within an org is kept."""
-    by_org: dict[str, list[tuple[int, RawEvent, bytes]]] = {}
+    by_org: dict[str, list[tuple[int, RawEvent | Routing, bytes]]] = {}
     for i, (ev, value) in enumerate(items):
         by_org.setdefault(ev.org_id, []).append((i, ev, value))
     out: list[tuple[Message, list[int]]] = []
     for group in by_org.values():
-        chunk: list[tuple[int, RawEvent, bytes]] = []
+        chunk: list[tuple[int, RawEvent | Routing, bytes]] = []
         size = 2
         for entry in group:
             n = len(entry[2]) + 1
@@ -125,11 +139,11 @@ def envelope_records(
     return out
 
 
-def _key(first: RawEvent) -> bytes:
+def _key(first: RawEvent | Routing) -> bytes:
     return str(first.event_id or first.org_id).encode()
 
 
-def _record(chunk: Sequence[tuple[int, RawEvent, bytes]]) -> tuple[Message, list[int]]:
+def _record(chunk: Sequence[tuple[int, RawEvent | Routing, bytes]]) -> tuple[Message, list[int]]:
     first = chunk[0][1]
     key = _key(first)
     if len(chunk) == 1:

@@ -9,6 +9,7 @@ import textwrap
 import uuid
 
 import httpx
+import orjson
 import pytest
 from pydantic import ValidationError
 
@@ -157,3 +158,46 @@ def test_unclosed_clients_flush_at_exit(kafka_settings) -> None:
     recs = run_sync(read_topic(kafka_settings, topic, 9, settle_s=0.5))
     who = sorted(RawEvent.model_validate_json(x.value).metadata["who"] for x in recs)
     assert who == ["async"] * 4 + ["sync"] * 5
+
+
+async def test_refused_and_undelivered_events_come_back_as_the_events_emitted() -> None:
+    """The buffer keeps an event's bytes, not its model; what the client reports (``on_rejected``,
+    ``rejected``, ``failed``, ``DeliveryError``) is still each event as it was validated and emitted."""
+    evs = [RawEvent.model_validate({**e, "event_id": uuid.uuid4()}) for e in events(4, "report")]
+    seen: list[tuple[list[RawEvent], str]] = []
+    posts: list[int] = []
+
+    def ingest(request: httpx.Request) -> httpx.Response:
+        batch = orjson.loads(request.content)
+        posts.append(len(batch))
+        if len(posts) == 1:  # the first batch: the second event is refused, nothing stored
+            return httpx.Response(
+                422, json={"errors": [{"index": 1, "field": "actor.email", "message": "refused by policy"}]}
+            )
+        return httpx.Response(503, json={"accepted": [batch[0]["event_id"]]})  # then: only one stored
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(ingest))
+    client = AsyncAuditClient(
+        "http",
+        url="http://ingest.test",
+        token="t",
+        batch_size=4,
+        max_retries=1,
+        backoff_initial_s=0.01,
+        backoff_max_s=0.01,
+        http_client=http,
+        on_rejected=lambda es, why: seen.append((es, why)),
+        flush_at_exit=False,
+    )
+    evs = [client.prepare(e) for e in evs]  # completed: the client's producer name
+    for ev in evs:
+        await client.emit_prepared(ev)
+    with pytest.raises(DeliveryError) as err:
+        await client.close(timeout_s=5)
+    await http.aclose()
+    assert posts == [4, 3, 2]  # the refused one left out, then what the 503 did not store, once retried
+    assert seen == [([evs[1]], "actor.email: refused by policy")]
+    assert client.rejected == [(evs[1], "actor.email: refused by policy")]
+    assert err.value.rejected == client.rejected
+    assert client.delivered == 2  # one stored by each 503
+    assert err.value.undelivered == client.failed == [evs[3]]
