@@ -159,6 +159,33 @@ def decode_value(value: bytes | str | dict[str, Any]) -> RawEvent:
     return RawEvent.model_validate_json(value)
 
 
+def _fine(value: Any, depth: int, max_depth: int) -> bool:
+    """No container nested deeper than ``max_depth`` and no unsafe number: :func:`_walk`'s conditions
+    without building a path for every value (paths are only needed when something is wrong)."""
+    stack: list[tuple[Any, int]] = [(value, depth)]
+    while stack:
+        v, d = stack.pop()
+        if d > max_depth:
+            return False
+        for x in v.values() if type(v) is dict else v:
+            t = type(x)
+            if t is dict or t is list:
+                stack.append((x, d + 1))
+            elif (t is int or t is float) and is_unsafe_number(x):
+                return False
+    return True
+
+
+def _problem(value: Any, depth: int, max_depth: int, path: str) -> tuple[str, str] | None:
+    t = type(value)
+    if t is dict or t is list:
+        if _fine(value, depth, max_depth):
+            return None
+    elif not ((t is int or t is float) and is_unsafe_number(value)):
+        return None
+    return _walk(value, depth, max_depth, path)
+
+
 def _walk(value: Any, depth: int, max_depth: int, path: str) -> tuple[str, str] | None:
     stack: list[tuple[Any, int, str]] = [(value, depth, path)]
     while stack:
@@ -184,17 +211,17 @@ def free_form_problem(event: RawEvent, max_depth: int = DEFAULT_MAX_DEPTH) -> tu
     if req is not None:
         for name, v in (("query", req.query), ("payload", req.payload)):
             if v is not None:
-                got = _walk(v, 3, max_depth, f"request.{name}")
+                got = _problem(v, 3, max_depth, f"request.{name}")
                 if got:
                     return got
     if event.snapshot is not None:
-        got = _walk(event.snapshot, 2, max_depth, "snapshot")
+        got = _problem(event.snapshot, 2, max_depth, "snapshot")
         if got:
             return got
     for i, ch in enumerate(event.changes):
         for name, v in (("before", ch.before), ("after", ch.after)):
             if v is not None:
-                got = _walk(v, 4, max_depth, f"changes.{i}.{name}")
+                got = _problem(v, 4, max_depth, f"changes.{i}.{name}")
                 if got:
                     return got
     return None

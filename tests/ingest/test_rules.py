@@ -256,3 +256,25 @@ def test_envelope_records_are_the_envelopes_of_the_encoded_events(
     assert envelope_records(events, max_bytes, max_event_bytes) == envelopes(
         zip(events, values, strict=True), max_bytes
     )
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(_JSON, st.integers(min_value=1, max_value=6), st.integers(min_value=1, max_value=8))
+def test_the_path_free_check_agrees_with_the_walk_that_names_the_path(
+    value: object, depth: int, limit: int
+) -> None:
+    """free_form_problem looks for problems without building paths and names the path only when one is
+    found: the answer is exactly the full walk's."""
+    from auditpipe.wire import _problem, _walk
+
+    assert _problem(value, depth, limit, "x") == _walk(value, depth, limit, "x")
