@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import json
 import logging
 import threading
 import uuid
@@ -81,8 +82,16 @@ Item = tuple[Routing, bytes]  # what a buffered event is: its routing strings an
 
 
 def _events(items: Sequence[Item]) -> list[RawEvent]:
-    """The events of buffered items, decoded from their bytes (for reports: the buffer keeps no models)."""
-    return [RawEvent.model_validate_json(v) for _, v in items]
+    """The events of buffered items, decoded from their bytes (for reports: the buffer keeps no models).
+    The bytes are a validated event's own JSON; were one ever refused on the way back, it is reported
+    unvalidated rather than not at all (a report must never stop the sender)."""
+    out = []
+    for _, v in items:
+        try:
+            out.append(RawEvent.model_validate_json(v))
+        except ValueError:
+            out.append(RawEvent.model_construct(**json.loads(v)))
+    return out
 
 
 # --------------------------------------------------------------------------------- transports

@@ -201,3 +201,14 @@ async def test_refused_and_undelivered_events_come_back_as_the_events_emitted() 
     assert err.value.rejected == client.rejected
     assert client.delivered == 2  # one stored by each 503
     assert err.value.undelivered == client.failed == [evs[3]]
+
+
+def test_a_report_never_fails_on_bytes_the_contract_would_refuse_on_the_way_back() -> None:
+    from auditpipe.client import _events
+    from auditpipe.wire import Routing
+
+    good = RawEvent.model_validate(example()).model_dump_json(exclude_none=True).encode()
+    odd = b'{"org_id":"org-acme","occurred_at":"1990-01-01T00:00:00Z","action":"user:login"}'
+    got = _events([(Routing("a", "org-acme", None), good), (Routing("b", "org-acme", None), odd)])
+    assert got[0] == RawEvent.model_validate_json(good)
+    assert got[1].org_id == "org-acme" and got[1].action == "user:login"  # reported, not validated
