@@ -102,23 +102,13 @@ def _read_place(
 
 
 def _signed_digests(
-    settings: Settings,
-    client: Any,
-    org: str | None,
-    topic_records: list[bytes],
-    keys: dict[str, Any],
-    rep: Report | None,
-    only: tuple[str, ...] = SOURCES,
-    reread_topic: Callable[[], list[bytes]] | None = None,
+    raw_by_source: dict[str, list[bytes]], org: str | None, keys: dict[str, Any], rep: Report | None
 ) -> dict[str, dict[str, dict[str, SignedDigest]]]:
-    """source -> org -> hash -> signed digest, read from each place in ``only``; with ``rep``, the
-    digests that do not verify are reported (once per content)."""
-    have: dict[str, dict[str, dict[str, SignedDigest]]] = {s: {} for s in only}
+    """source -> org -> hash -> signed digest; with ``rep``, the count per place and the digests that do
+    not verify (once per content) are reported."""
+    have: dict[str, dict[str, dict[str, SignedDigest]]] = {s: {} for s in raw_by_source}
     bad_seen: set[tuple[str, str]] = set()
-    for src in only:
-        raws = topic_records if rep is not None and src == "topic" else None
-        if raws is None:
-            raws = _read_place(settings, client, src, org, reread_topic) or []
+    for src, raws in raw_by_source.items():
         if rep is not None:
             rep.digests[src] = 0
         for raw in raws:
@@ -179,10 +169,11 @@ def _await_publication(
     while gaps and time.monotonic() - start < wait:
         time.sleep(min(pause, max(0.0, wait - (time.monotonic() - start))))
         pause = min(pause * 2, 2.0)
-        places = tuple(sorted({src for src, _ in gaps if src != "topic" or reread_topic is not None}))
-        if not places:
-            break
-        now_have = _signed_digests(settings, client, org, [], keys, None, places, reread_topic)
+        again = {src: _read_place(settings, client, src, org, reread_topic) for src in {p for p, _ in gaps}}
+        raws = {src: r for src, r in again.items() if r is not None}
+        if not raws:
+            break  # only the topic lacks them and it cannot be read again
+        now_have = _signed_digests(raws, org, keys, None)
         for (src, o), hashes in list(gaps.items()):
             if src in now_have:
                 hashes -= set(now_have[src].get(o, {}))
@@ -234,7 +225,12 @@ def verify(
 
     # 1. digests from the three places; a place that lacks only the newest digests of an org may be in the
     # middle of a publication (ClickHouse, then the topic, then the files): re-read it before reporting.
-    have = _signed_digests(settings, client, org, topic_records, keys, rep)
+    raw_by_source = {
+        "topic": topic_records,
+        "files": _read_place(settings, client, "files", org, None) or [],
+        "clickhouse": _read_place(settings, client, "clickhouse", org, None) or [],
+    }
+    have = _signed_digests(raw_by_source, org, keys, rep)
     union: dict[str, dict[str, SignedDigest]] = {}
     for src in SOURCES:
         for o, ds in have[src].items():
