@@ -154,6 +154,8 @@ async def test_raw_in_enriched_out_dead_letters_and_canary_nowhere(topic_names, 
 
     assert 'auditpipe_enricher_suppressed_events{day="2026-11-22",org_id="org-off"} 1.0' in metrics
     assert 'auditpipe_enricher_dead_letters_total{reason="validation_error"} 1.0' in metrics
+    lag = [x for x in metrics.splitlines() if x.startswith("auditpipe_consumer_lag_messages{")]
+    assert any('service="enricher"' in x and f'topic="{topics[RAW]}"' in x for x in lag), lag
 
     # the canary (and the HMAC key) nowhere: every topic this test's enricher wrote, and its logs
     written = await topics_matching(topics[EVENTS], topics[DEADLETTER], suffix)
