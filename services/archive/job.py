@@ -252,7 +252,12 @@ def expire_conflicts(
     db = settings.clickhouse_database
     days = settings.retention.max_days
     before = datetime(today.year, today.month, today.day, tzinfo=UTC) - timedelta(days=days)
-    for org, n in sorted(store.expired_conflicts(client, db, before, org_id).items()):
+    try:
+        due = store.expired_conflicts(client, db, before, org_id)
+    except Exception as e:  # noqa: BLE001 - a failed lookup is reported like a failed day, the run goes on
+        report.errors.append(f"event_conflicts: {e}")
+        return
+    for org, n in sorted(due.items()):
         try:
             change = f"Deleted {n} conflicting record(s) seen before {before.date()} (kept {days} days)"
             meta = {"rows": str(n), "before": before.date().isoformat()}

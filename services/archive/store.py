@@ -145,21 +145,16 @@ CONFLICT_FILTER = "stored_org_id = {org:String} AND seen_at < {before:DateTime64
 
 
 def expired_conflicts(client: Any, db: str, before: datetime, org: str | None) -> dict[str, int]:
-    """{stored org: conflict rows seen before ``before``}; empty when the table does not exist."""
+    """{stored org: conflict rows seen before ``before``}."""
     where = "seen_at < {before:DateTime64(3, 'UTC')}"
     params: dict[str, Any] = {"before": before}
     if org is not None:
         where += " AND stored_org_id = {org:String}"
         params["org"] = org
-    try:
-        rows = client.query(
-            f"SELECT stored_org_id, count() FROM {db}.event_conflicts WHERE {where} GROUP BY stored_org_id",  # noqa: S608
-            parameters=params,
-        ).result_rows
-    except Exception as e:  # noqa: BLE001 - before migration 0014: nothing to expire
-        if "UNKNOWN_TABLE" in str(e) or "doesn't exist" in str(e):
-            return {}
-        raise
+    rows = client.query(
+        f"SELECT stored_org_id, count() FROM {db}.event_conflicts WHERE {where} GROUP BY stored_org_id",  # noqa: S608
+        parameters=params,
+    ).result_rows
     return {str(o): int(n) for o, n in rows}
 
 

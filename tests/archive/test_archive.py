@@ -272,3 +272,17 @@ async def test_conflicting_records_older_than_the_longest_retention_are_deleted_
     _conflict(s10, "org-b", old)
     rep = await asyncio.to_thread(run_archive, s10, "system", NOW)
     assert rep.expired_conflicts == 0 and len(_conflicts(s10)) == 3
+
+
+async def test_a_failed_conflicts_lookup_is_reported_and_the_run_still_ends(
+    ch_settings, topic_names, tmp_path, monkeypatch
+) -> None:
+    from services.archive import store
+
+    def down(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise ConnectionError("ClickHouse away")
+
+    s = _settings(ch_settings, tmp_path, topic_names("audit.raw.v1"))
+    monkeypatch.setattr(store, "expired_conflicts", down)
+    rep = await asyncio.to_thread(run_archive, s, "system", NOW)
+    assert rep.errors == ["event_conflicts: ClickHouse away"] and rep.expired_conflicts == 0
