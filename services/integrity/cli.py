@@ -70,7 +70,7 @@ def _seal(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from services.common.progress import reporter
-    from services.integrity.topic import read_digests, read_digests_blocking
+    from services.integrity.topic import read_digests_blocking
     from services.integrity.verify import verify
 
     s = get_settings()
@@ -79,7 +79,7 @@ def _verify(args: argparse.Namespace) -> int:
     if args.archives is not None and not args.archives.is_dir():
         raise CliError(f"--archives: not a folder: {args.archives}", code=2)
     try:
-        records = asyncio.run(read_digests(s))
+        records = read_digests_blocking(s)
     except Exception as e:  # noqa: BLE001
         raise CliError(f"cannot read the digest topic {s.integrity.digest_topic}: {_one_line(e)}") from None
     try:
