@@ -46,7 +46,9 @@ EXAMPLE = (
     / "raw"
     / "deployment_create_user_console.json"
 )
-BATCH = 100  # events per request
+# events per request: the size producers are told to use; fewer, larger requests keep the load
+# generator (two cores shared with the pipeline) ahead of a 10x burst
+BATCH = 500
 REQUEST_DEADLINE_S = 10.0  # AUDITPIPE_INGEST__REQUEST_DEADLINE_S of the ingest under test
 
 
