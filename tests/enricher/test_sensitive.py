@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.common.settings import EnricherSettings
-from services.enricher.rules.sensitive import DETECTORS, Hasher, Scrubber, Walk, is_indicator
+from services.enricher.rules.sensitive import DETECTORS, Hasher, HmacSha256, Scrubber, Walk, is_indicator
 
 DEFAULT_PATTERNS = EnricherSettings().sensitive_key_patterns
 KEY = b"k" * 32
@@ -273,3 +273,8 @@ def test_a_secret_right_after_a_non_ascii_letter_is_found() -> None:
         old_out, old_paths = old.scrub_event(event(change=text))
         assert paths == ["change"] and old_paths == []
         assert is_indicator(new_out["change"][1:]) and old_out["change"] == text
+
+
+@given(key=st.binary(min_size=1, max_size=200), msg=st.binary(max_size=300))
+def test_the_precomputed_hmac_is_hmac_sha256(key: bytes, msg: bytes) -> None:
+    assert HmacSha256(key).digest(msg) == hmac.digest(key, msg, "sha256")

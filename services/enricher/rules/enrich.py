@@ -8,10 +8,12 @@ event ids missing from the raw event derive from the record's coordinates, indic
 deployment's secret and the event (``sensitive.Hasher``). The faust shell in ``services/enricher/app.py``
 only moves bytes.
 
-Validation happens once, from the record's bytes (pydantic-core: ``validate_json`` on the whole record,
-then one ``dump_python`` to plain JSON data); the event is then scrubbed in place in one walk that also
-decides how it is canonicalised, classified, and written as its canonical record (``canonical.py``).
-No per-event model is built after validation.
+Validation happens once, from the record's bytes, straight to plain JSON data (``validate.py``: a
+validator derived from the model's pydantic-core schema, in Rust, returning what ``model_dump(mode="json")``
+would); a record it refuses, or one holding NaN or infinity, goes through the model itself, whose errors
+name the field. The event is then scrubbed in place in one walk that also decides how it is
+canonicalised, classified, and written as its canonical record (``canonical.py``). No per-event model
+is built.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from services.enricher.rules.classify import (
 from services.enricher.rules.client_ip import TrustedProxies, resolve_client_ip
 from services.enricher.rules.sensitive import RECORD_PREFILTER, Hasher, Scrubber, UnsafeInteger, Walk
 from services.enricher.rules.switch import suppressed
+from services.enricher.rules.validate import NonFiniteNumber, event_from_json, events_from_json
 
 # Namespace of event ids the enricher derives (uuid5 of "topic/partition/offset[/index]"): fixed forever.
 EVENT_ID_NAMESPACE = uuid.UUID("5b0c6f0e-6c1a-4d7e-9f55-8a7c0e0a1e11")
@@ -102,6 +105,11 @@ class Results:
     def suppressed_total(self) -> int:
         return sum(self.suppressed.values())
 
+    def extend(self, other: Results) -> None:
+        self.events += other.events
+        self.dead += other.dead
+        self.suppressed.update(other.suppressed)
+
 
 # Single-event outcomes, for callers and tests that look at one event at a time.
 @dataclass(frozen=True)
@@ -135,6 +143,9 @@ class Enricher:
     trusted: TrustedProxies
     scrubber: Scrubber
     disabled_orgs: frozenset[str]
+    # Validate straight to JSON data (rules/validate.py); False: through the model and its dump, the
+    # reference the fast path is tested against (and the path a record with NaN or infinity takes).
+    fast_validation: bool = True
     _ips: dict[tuple[str | None, str | None], str | None] = field(default_factory=dict, repr=False)
     _uas: dict[str | None, str | None] = field(default_factory=dict, repr=False)
     _actions: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
@@ -215,6 +226,14 @@ class Enricher:
             error = f"(root): event is {len(value)} bytes, more than the contract's {MAX_EVENT_BYTES}"
             out.dead.append(self._dead("validation_error", error, value, _loads(value), *coords))
             return
+        if self.fast_validation:
+            try:
+                doc = event_from_json(value)
+            except ValidationError:
+                pass  # the model names what is wrong, below
+            else:
+                if self._fast([doc], out, coords, stamp, detect, value, single=True):
+                    return
         try:
             raw = _ONE.validate_json(value)
         except ValidationError as e:
@@ -233,6 +252,13 @@ class Enricher:
     def _envelope(
         self, value: bytes, out: Results, coords: tuple[str, int, int], stamp: str | None, detect: bool
     ) -> None:
+        if self.fast_validation and len(value) <= MAX_EVENT_BYTES:
+            try:
+                fast = events_from_json(value)
+            except ValidationError:
+                fast = None  # some event is invalid: the model names it, below
+            if fast and self._fast(fast, out, coords, stamp, detect, None, single=False):
+                return
         try:
             docs = _MANY.dump_python(_MANY.validate_json(value), mode="json")
         except ValidationError:
@@ -265,6 +291,28 @@ class Enricher:
                 continue
             self._event(raw.model_dump(mode="json"), out, coords, i, stamp, detect, None)
 
+    def _fast(
+        self,
+        docs: list[dict[str, Any]],
+        out: Results,
+        coords: tuple[str, int, int],
+        stamp: str | None,
+        detect: bool,
+        original: bytes | None,
+        *,
+        single: bool,
+    ) -> bool:
+        """Enrich the events of one record as validate.py gave them; False, with ``out`` untouched, when
+        the record must take the model path (NaN or infinity inside a value replaced by its indicator)."""
+        local = Results()
+        try:
+            for i, doc in enumerate(docs):
+                self._event(doc, local, coords, None if single else i, stamp, detect, original, fast=True)
+        except NonFiniteNumber:
+            return False
+        out.extend(local)
+        return True
+
     # -- one event ------------------------------------------------------------------------------
     def _event(
         self,
@@ -275,8 +323,13 @@ class Enricher:
         stamp: str | None,
         detect: bool,
         original: bytes | None,
+        *,
+        fast: bool = False,
     ) -> None:
-        """Enrich one validated event (its plain JSON data, modified in place) into ``out``."""
+        """Enrich one validated event (its plain JSON data, modified in place) into ``out``.
+
+        ``fast``: the data came from rules/validate.py, and a NaN or infinite number in it raises
+        :class:`NonFiniteNumber` for the caller to take the model path (never otherwise)."""
         try:
             org = doc["org_id"]
             action = doc["action"]
@@ -291,6 +344,11 @@ class Enricher:
             letter = self._dead(
                 "validation_error", f"{prefix}{e}", original, doc, *coords, event_id=doc.get("event_id")
             )
+            out.dead.append(letter)
+        except NonFiniteNumber as e:
+            if fast:
+                raise
+            letter = self._dead("enrichment_error", where(e), original, doc, *coords)
             out.dead.append(letter)
         except Exception as e:  # noqa: BLE001 - a rule bug must dead-letter the event, not stop the stream
             letter = self._dead("enrichment_error", where(e), original, doc, *coords)

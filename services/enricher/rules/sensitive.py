@@ -39,7 +39,7 @@ A string that grows past its contract limit through replacement is cut to the li
 from __future__ import annotations
 
 import hashlib
-import hmac
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -50,6 +50,7 @@ import re2
 import rfc8785
 
 from services.enricher.rules.limits import limit_for
+from services.enricher.rules.validate import NonFiniteNumber
 
 INDICATOR_PREFIX = "[sensitive:"
 TRUNCATION_MARKER = "…[truncated by auditpipe]"
@@ -157,6 +158,32 @@ def value_bytes(value: Any) -> bytes:
             return repr(value).encode()
 
 
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+class HmacSha256:
+    """HMAC-SHA256 under one fixed key, with the key's inner and outer SHA-256 states computed once
+    (RFC 2104): ~0.5 µs a message instead of ~1.3 µs for ``hmac.digest``, which sets the key up again on
+    every call. Equal to ``hmac.digest(key, msg, "sha256")`` (tests/enricher/test_sensitive.py)."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > 64:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(key.translate(_IPAD))
+        self._outer = hashlib.sha256(key.translate(_OPAD))
+
+    def digest(self, msg: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(msg)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
 @dataclass
 class Hasher:
     """Turns a sensitive value into an indicator (see the module docstring for both modes)."""
@@ -164,19 +191,20 @@ class Hasher:
     mode: Literal["indicator", "hmac"] = "indicator"
     key: bytes | None = None
     secret: bytes = b""
+    _mac: HmacSha256 = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.mode == "hmac" and not self.key:
             raise ValueError("hmac mode needs a key")
         if self.mode == "indicator" and not self.secret:
             raise ValueError("indicator mode needs a secret")
+        self._mac = HmacSha256(self.key if self.mode == "hmac" and self.key else self.secret)
 
     def indicator(self, value: Any, event_id: str, path: str, n: int = 0) -> str:
         data = value_bytes(value)
         if self.mode == "hmac":
-            assert self.key is not None
-            return f"{INDICATOR_PREFIX}hmac-sha256:{hmac.digest(self.key, data, 'sha256').hex()}]"
-        salt = hmac.digest(self.secret, f"{event_id}\0{path}\0{n}".encode(), "sha256")[:16]
+            return f"{INDICATOR_PREFIX}hmac-sha256:{self._mac.digest(data).hex()}]"
+        salt = self._mac.digest(f"{event_id}\0{path}\0{n}".encode())[:16]
         salted = hashlib.sha256(salt + hashlib.sha256(data).digest()).hexdigest()
         return f"{INDICATOR_PREFIX}salted-sha256:{salted}]"
 
@@ -257,7 +285,23 @@ def _float(v: float, w: Walk, path: tuple[str | int, ...] | None = None) -> Any:
         raise UnsafeInteger(path or ())
     if 1e-6 <= abs(v) < 1e-5:
         return orjson.Fragment(_small_float(v))
+    if not _isfinite(v):
+        return None  # NaN or infinity (validate.py lets them through): null, as the model's dump writes them
     return v
+
+
+_isfinite = math.isfinite
+
+
+def _has_non_finite(value: Any) -> bool:
+    t = type(value)
+    if t is float:
+        return not _isfinite(value)
+    if t is dict:
+        return any(_has_non_finite(v) for v in value.values())
+    if t is list:
+        return any(_has_non_finite(v) for v in value)
+    return False
 
 
 def _small_float(v: float) -> bytes:
@@ -329,6 +373,10 @@ class Scrubber:
     def _replace(self, value: Any, path: tuple[str | int, ...], w: Walk) -> Any:
         if value is None or is_indicator(value):
             return value
+        if type(value) is not str and _has_non_finite(value):
+            # validate.py lets NaN and infinity through; hashed, they would not be what the model's dump
+            # (null) gives: the record takes the model path
+            raise NonFiniteNumber(fmt_path(path))
         p = fmt_path(path)
         w.found.append(p)
         w.indicators += 1
@@ -482,7 +530,7 @@ class Scrubber:
                 for i, c in enumerate(data["changes"]):
                     data["changes"][i] = self._scrub_change(c, i, w, True)
             data = self._walk(data, (), w, True, True)
-        except UnsafeInteger:
+        except (UnsafeInteger, NonFiniteNumber):
             data = self._walk_strings_only(data, w)  # what was replaced before the refusal stays replaced
         return data, sorted(set(w.found))
 

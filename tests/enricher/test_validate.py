@@ -1,0 +1,198 @@
+"""The validator derived from the contract (services/enricher/rules/validate.py) accepts exactly what the
+model accepts and returns what ``model_dump(mode="json")`` returns, keys in the same order; and the
+enricher gives byte-identical results on the fast path and on the model path, NaN and infinity (which
+send a record to the model path) included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import TypeAdapter, ValidationError
+
+from schemas.events_v1 import RawEvent
+from services.common.settings import EnricherSettings
+from services.enricher.rules.enrich import Enricher, Results
+from services.enricher.rules.validate import event_from_json, events_from_json
+from tests.enricher.strategies import json_value, raw_events
+
+EXAMPLES = sorted(Path("schemas/examples/raw").glob("*.json"))
+MANY = TypeAdapter(list[RawEvent])
+NON_FINITE = [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e999", b"1" + b"0" * 400 + b".5"]
+MARK = "__non_finite__"
+FIELDS = list(RawEvent.model_fields)
+
+
+def model(value: bytes) -> Any:
+    try:
+        return orjson.dumps(MANY.dump_python(MANY.validate_json(value), mode="json"))
+    except ValidationError:
+        return "refused"
+
+
+def fast(value: bytes) -> Any:
+    try:
+        return orjson.dumps(events_from_json(value))  # no OPT_SORT_KEYS: the key order must match too
+    except ValidationError:
+        return "refused"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_the_examples_validate_to_the_models_dump(path: Path) -> None:
+    value = path.read_bytes()
+    assert orjson.dumps(event_from_json(value)) == orjson.dumps(
+        RawEvent.model_validate_json(value).model_dump(mode="json")
+    )
+    assert fast(b"[" + value + b"]") == model(b"[" + value + b"]") != "refused"
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(raw_events, min_size=1, max_size=3))
+def test_valid_events_validate_to_the_models_dump(events: list[dict]) -> None:
+    value = orjson.dumps(events)
+    assert fast(value) == model(value) != "refused"
+
+
+def _event_with(base: dict, field: str, value: Any) -> dict:
+    return {**base, field: value}
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    base=raw_events,
+    field=st.sampled_from([*FIELDS, "extra_field"]),
+    value=st.one_of(
+        json_value,
+        st.sampled_from(
+            [
+                "2026-11-22T10:00:00+02:00",
+                "2026-11-22 10:00",
+                "1999-12-31T23:59:59Z",
+                "2200-01-01T00:00:00Z",
+                "9999-12-31T23:00:00-05:00",
+                1_764_000_000,
+                "1764000000",
+                "{12345678-1234-5678-1234-567812345678}",
+                "12345678123456781234567812345678",
+                "urn:uuid:12345678-1234-5678-1234-567812345678",
+                "user",
+                "robot",
+                "201",
+                201.0,
+                2.5,
+                "deployment:create",
+                {"type": "user", "id": "u"},
+                {"type": "ROBOT"},
+                {"field": "x", "before": 1},
+                [{"field": "x"}, {"field": ""}],
+                {"k": "v" * 9000},
+                {"method": "POST", "query": {"a": [1, 2]}, "headers": {"a": 1}},
+                {"user_agent": "x" * 3000},
+            ]
+        ),
+    ),
+)
+def test_acceptance_and_output_match_the_model_on_altered_events(base: dict, field: str, value: Any) -> None:
+    """One field replaced by anything: refused by both, or accepted by both with the same data."""
+    data = orjson.dumps([_event_with(base, field, value)])
+    assert fast(data) == model(data)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"[]", b"{}", b"[1]", b"[null]", b'[{"occurred_at": "2026-11-22T10:00:00Z"}]', b"[", b"nope", b'"x"'],
+)
+def test_malformed_records_are_refused_by_both(value: bytes) -> None:
+    assert fast(value) == model(value)
+
+
+# -- the enricher on both paths -----------------------------------------------------------------------
+KEY = "k" * 32
+
+
+def enrichers(paths: tuple[str, ...] = ()) -> tuple[Enricher, Enricher]:
+    s = EnricherSettings(
+        hash_mode="hmac", hmac_key=KEY, trusted_proxies=["10.0.0.0/8"], sensitive_paths=paths
+    )
+    on, off = Enricher.from_settings(s), Enricher.from_settings(s)
+    off.fast_validation = False
+    return on, off
+
+
+def results(e: Enricher, value: bytes) -> tuple[Any, ...]:
+    r = Results()
+    e.process_record(value, r, topic="t", partition=2, offset=7, timestamp_ms=1_764_400_000_123)
+    return r.events, [d.model_dump(mode="json") for d in r.dead], dict(r.suppressed)
+
+
+def with_non_finite(event: dict, where: str, literal: bytes) -> bytes:
+    """``event`` as JSON with a non-finite number literal at ``where``."""
+    event = orjson.loads(orjson.dumps(event))
+    if where == "payload":
+        event.setdefault("request", {})["payload"] = {"n": MARK}
+    elif where == "sensitive payload":
+        event.setdefault("request", {})["payload"] = {"password": {"n": [MARK]}}
+    elif where == "query":
+        event.setdefault("request", {})["query"] = {"q": MARK}
+    elif where == "snapshot":
+        event["snapshot"] = {"a": [1, MARK]}
+    elif where == "change":
+        event["changes"] = [{"field": "replicas", "before": 1, "after": MARK}]
+    elif where == "sensitive change":
+        event["changes"] = [{"field": "api_key", "before": MARK}]
+    else:  # a listed path
+        event.setdefault("request", {})["payload"] = {"listed": MARK}
+    return orjson.dumps(event).replace(f'"{MARK}"'.encode(), literal)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    events=st.lists(raw_events, min_size=1, max_size=3),
+    envelope=st.booleans(),
+    where=st.sampled_from(
+        ["payload", "sensitive payload", "query", "snapshot", "change", "sensitive change", "listed"]
+    ),
+    literal=st.sampled_from(NON_FINITE),
+    poison=st.booleans(),
+)
+def test_the_enricher_gives_the_same_bytes_on_both_paths(
+    events: list[dict], envelope: bool, where: str, literal: bytes, poison: bool
+) -> None:
+    on, off = enrichers(("request.payload.listed",))
+    if poison:
+        parts = [with_non_finite(events[-1], where, literal)]
+        parts = [orjson.dumps(e) for e in events[:-1]] + parts
+    else:
+        parts = [orjson.dumps(e) for e in events]
+    value = b"[" + b",".join(parts) + b"]" if envelope else parts[-1]
+    got, expected = results(on, value), results(off, value)
+    assert got == expected
+    assert got[0] or got[1]  # something came out
+
+
+@pytest.mark.parametrize("literal", NON_FINITE)
+def test_a_non_finite_number_is_stored_as_null_like_before(literal: bytes) -> None:
+    on, off = enrichers()
+    event = {"occurred_at": "2026-11-22T10:00:00Z", "org_id": "o", "action": "a:b", "event_id": None}
+    value = with_non_finite(event, "snapshot", literal)
+    (key, record), *_ = results(on, b"[" + value + b"]")[0]
+    assert orjson.loads(record)["snapshot"] == {"a": [1, None]}
+    assert results(on, value) == results(off, value)
+
+
+def test_the_walk_leaves_no_non_finite_number_for_the_serialiser() -> None:
+    """The canonical bytes must not depend on how orjson writes NaN: the walk writes null itself."""
+    from services.enricher.rules.sensitive import Walk
+
+    on, _ = enrichers()
+    doc = event_from_json(
+        with_non_finite(
+            {"occurred_at": "2026-11-22T10:00:00Z", "org_id": "o", "action": "a:b"}, "snapshot", b"NaN"
+        )
+    )
+    on.scrubber.scrub_event(doc, Walk(event_id="e"))
+    assert doc["snapshot"] == {"a": [1, None]}
