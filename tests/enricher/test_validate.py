@@ -5,6 +5,7 @@ send a record to the model path) included."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from schemas.events_v1 import RawEvent
 from services.common.settings import EnricherSettings
 from services.enricher.rules.enrich import Enricher, Results
-from services.enricher.rules.validate import event_from_json, events_from_json
+from services.enricher.rules.validate import CANONICAL_UUID, event_from_json, events_from_json
 from tests.enricher.strategies import json_value, raw_events
 
 EXAMPLES = sorted(Path("schemas/examples/raw").glob("*.json"))
@@ -99,6 +100,92 @@ def _event_with(base: dict, field: str, value: Any) -> dict:
 def test_acceptance_and_output_match_the_model_on_altered_events(base: dict, field: str, value: Any) -> None:
     """One field replaced by anything: refused by both, or accepted by both with the same data."""
     data = orjson.dumps([_event_with(base, field, value)])
+    assert fast(data) == model(data)
+
+
+def _edge_time(*parts: int) -> datetime:
+    try:
+        return datetime(*parts)
+    except ValueError:  # e.g. 2100-02-29: not a leap year
+        return datetime(parts[0], parts[1], 28, *parts[3:])
+
+
+TIME_FORMS = [
+    lambda d: f"{d:%Y-%m-%dT%H:%M:%S}Z",
+    lambda d: f"{d:%Y-%m-%dT%H:%M:%S}.{d.microsecond:06d}Z",
+    lambda d: f"{d:%Y-%m-%dT%H:%M:%S}.{d.microsecond // 1000:03d}Z",
+    lambda d: f"{d:%Y-%m-%dT%H:%M:%S}.000000Z",
+    lambda d: f"{d:%Y-%m-%dT%H:%M:%S}+00:00",
+    lambda d: f"{d:%Y-%m-%dT%H:%M:%S}.{d.microsecond:06d}-01:00",
+    lambda d: f"{d:%Y-%m-%d %H:%M:%S}Z",
+    lambda d: f"{d:%Y-%m-%dT%H:%M:%S}z",
+    lambda d: f"{d:%Y-%m-%dT%H:%M:%S}",
+    lambda d: f"{d:%Y-%m-%dT%H:%M:%S}.{d.microsecond:06d}1Z",
+]
+
+
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    base=raw_events,
+    when=st.one_of(
+        st.datetimes(min_value=datetime(1999, 12, 31), max_value=datetime(2200, 1, 2)),
+        st.builds(  # the edges: month ends, leap days, the range's limits
+            _edge_time,
+            st.sampled_from([1999, 2000, 2024, 2100, 2199, 2200]),
+            st.sampled_from([1, 2, 12]),
+            st.sampled_from([1, 28, 29, 31]),
+            st.sampled_from([0, 23]),
+            st.sampled_from([0, 59]),
+            st.sampled_from([0, 59]),
+            st.sampled_from([0, 1, 10, 120000, 999999]),
+        ),
+    ),
+    form=st.sampled_from(range(len(TIME_FORMS))),
+    field=st.sampled_from(["occurred_at", "received_at"]),
+)
+def test_times_in_any_form_validate_to_the_models_dump(
+    base: dict, when: datetime, form: int, field: str
+) -> None:
+    """The fast branch (a time already in pydantic's UTC form) accepts and returns what the model does."""
+    data = orjson.dumps([{**base, field: TIME_FORMS[form](when)}])
+    assert fast(data) == model(data)
+
+
+@settings(max_examples=600)
+@given(
+    base=raw_events,
+    parts=st.tuples(
+        st.sampled_from([1999, 2000, 2023, 2024, 2100, 2199, 2200]),
+        st.sampled_from([0, 1, 2, 4, 12, 13]),
+        st.sampled_from([0, 1, 28, 29, 30, 31, 32]),
+        st.sampled_from([0, 23, 24]),
+        st.sampled_from([0, 59, 60]),
+        st.sampled_from([0, 59, 60]),
+        st.sampled_from(["", ".000000", ".5", ".120000", ".000001", ".1234567", "."]),
+    ),
+    field=st.sampled_from(["occurred_at", "received_at"]),
+)
+def test_time_texts_valid_or_not_are_judged_like_the_model(base: dict, parts: tuple, field: str) -> None:
+    y, mo, d, h, mi, sec, frac = parts
+    text = f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{sec:02d}{frac}Z"
+    data = orjson.dumps([{**base, field: text}])
+    assert fast(data) == model(data)
+
+
+@settings(max_examples=300)
+@given(
+    base=raw_events,
+    event_id=st.one_of(
+        st.uuids().map(str),
+        st.uuids().map(lambda u: str(u).upper()),
+        st.uuids().map(lambda u: u.hex),
+        st.uuids().map(lambda u: "{" + str(u) + "}"),
+        st.from_regex(CANONICAL_UUID, fullmatch=True),
+        st.from_regex(r"[0-9a-fA-F-]{30,40}", fullmatch=True),
+    ),
+)
+def test_event_ids_in_any_form_validate_to_the_models_dump(base: dict, event_id: str) -> None:
+    data = orjson.dumps([{**base, "event_id": event_id}])
     assert fast(data) == model(data)
 
 

@@ -27,11 +27,31 @@ model, whose error texts (field locations and messages) name what is wrong.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic_core import SchemaValidator, core_schema, to_jsonable_python
 
-from schemas.events_v1 import RawEvent
+from schemas.events_v1 import OCCURRED_AT_END, OCCURRED_AT_MIN, RawEvent
+
+# Values already written the way the dump would write them are taken as they are (in Rust, no Python
+# call), the rest go through the full validator and conversion:
+# - a UUID in its canonical text (lower-case, hyphenated) is its own JSON form;
+# - a UTC time from 2000 to 2199 on days 01-28 (valid in every month), to the second or with 6 digits
+#   of fraction that are not all zero, is what pydantic writes for that time, and inside the range every
+#   time field of the contract accepts (checked below, so a narrower contract cannot be missed).
+CANONICAL_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+_MICROS = r"(?:\.(?:[1-9]\d{5}|0[1-9]\d{4}|00[1-9]\d{3}|000[1-9]\d{2}|0000[1-9]\d|00000[1-9]))?"
+CANONICAL_UTC = (
+    r"^(?:20|21)\d\d-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+    + _MICROS
+    + "Z$"
+)
+if not (
+    OCCURRED_AT_MIN <= datetime(2000, 1, 1, tzinfo=UTC)
+    and datetime(2200, 1, 1, tzinfo=UTC) <= OCCURRED_AT_END
+):
+    raise RuntimeError("CANONICAL_UTC admits times the contract refuses: narrow it")
 
 
 class NonFiniteNumber(ValueError):
@@ -67,19 +87,35 @@ def _plain(schema: Any) -> Any:
     if t == "dict":
         return {**schema, "values_schema": _plain(schema["values_schema"])}
     if t == "uuid":
-        return core_schema.no_info_after_validator_function(_uuid_text, schema)
+        return core_schema.union_schema(
+            [
+                core_schema.str_schema(pattern=CANONICAL_UUID),
+                core_schema.no_info_after_validator_function(_uuid_text, schema),
+            ],
+            mode="left_to_right",
+        )
     if t == "enum":
         return core_schema.literal_schema([m.value for m in schema["members"]])
     if t == "function-after":
         # the model's own validators (e.g. times to UTC) run first, then the value takes its JSON form
         if _innermost(schema) == "datetime":
-            return core_schema.no_info_after_validator_function(to_jsonable_python, schema)
+            return _time(schema)
         return {**schema, "schema": _plain(schema["schema"])}
     if t == "datetime":
-        return core_schema.no_info_after_validator_function(to_jsonable_python, schema)
+        return _time(schema)
     if t in ("str", "int", "any", "literal", "bool"):
         return schema
     raise TypeError(f"unsupported schema type in the raw contract: {t}")
+
+
+def _time(schema: Any) -> Any:
+    return core_schema.union_schema(
+        [
+            core_schema.str_schema(pattern=CANONICAL_UTC),
+            core_schema.no_info_after_validator_function(to_jsonable_python, schema),
+        ],
+        mode="left_to_right",
+    )
 
 
 def _innermost(schema: Any) -> str:
