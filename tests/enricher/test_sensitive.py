@@ -278,3 +278,11 @@ def test_a_secret_right_after_a_non_ascii_letter_is_found() -> None:
 @given(key=st.binary(min_size=1, max_size=200), msg=st.binary(max_size=300))
 def test_the_precomputed_hmac_is_hmac_sha256(key: bytes, msg: bytes) -> None:
     assert HmacSha256(key).digest(msg) == hmac.digest(key, msg, "sha256")
+
+
+def test_the_walk_visits_every_member_of_the_contract_that_is_not_an_identifier() -> None:
+    """A field added to RawEvent is walked (scrubbed) unless it is listed as structural."""
+    from schemas.events_v1 import RawEvent
+    from services.enricher.rules.sensitive import STRUCTURAL_FIELDS, WALKED_FIELDS
+
+    assert WALKED_FIELDS == tuple(k for k in RawEvent.model_fields if k not in STRUCTURAL_FIELDS)

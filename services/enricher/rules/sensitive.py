@@ -122,6 +122,8 @@ STRUCTURAL_FIELDS = frozenset(
         "sensitive_paths",
     }
 )
+# The members of a raw event the walk visits, in the contract's order (everything not structural).
+WALKED_FIELDS = ("actor", "target", "change", "request", "metadata", "changes", "snapshot")
 # Top-level members that hold only strings (by the contract): with no detector to run on a record and no
 # explicit path configured, the walk skips them.
 STRINGS_ONLY = frozenset({"actor", "target", "change"})
@@ -478,6 +480,7 @@ class Scrubber:
         target = event.get("target")
         event_flagged = (
             type(payload) is dict
+            and True in payload.values()  # a cheap first look (1 and 1.0 pass it too): exact below
             and any(x is True and _norm_key(str(f)) in SENSITIVE_FLAGS for f, x in payload.items())
         ) or (
             type(target) is dict
@@ -486,8 +489,9 @@ class Scrubber:
         )
         detect = w.detect
         paths = bool(self.paths)
-        for k, v in event.items():
-            if k in STRUCTURAL_FIELDS or v is None:
+        for k in WALKED_FIELDS:  # the rest are identifiers and enums of the contract (STRUCTURAL_FIELDS)
+            v = event.get(k)
+            if v is None:
                 continue
             if not detect and not paths and k in STRINGS_ONLY:
                 continue  # nothing to find in plain strings without detectors
@@ -501,7 +505,7 @@ class Scrubber:
                     if rv is None or (type(rv) is str and not detect and not paths):
                         continue
                     v[rk] = self._walk(rv, ("request", rk), w, rk in KEYED_REQUEST, detect)
-            else:  # actor, target, change text, anything else: explicit paths + detectors
+            else:  # actor, target, change text: explicit paths + detectors
                 event[k] = self._walk(v, (k,), w, False, detect)
 
     def _scrub_change(self, change: Any, i: int, w: Walk, event_flagged: bool) -> Any:
