@@ -261,7 +261,7 @@ class UnsafeInteger(ValueError):
         self.path = path
 
 
-@dataclass
+@dataclass(slots=True)
 class Walk:
     """What one walk over one event found besides the replacements it made.
 

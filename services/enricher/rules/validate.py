@@ -125,8 +125,10 @@ def _innermost(schema: Any) -> str:
 
 
 _EVENT = _plain(RawEvent.__pydantic_core_schema__)
-RAW_EVENT = SchemaValidator(_EVENT)
-RAW_EVENTS = SchemaValidator(core_schema.list_schema(_EVENT))
+# Only keys are worth caching as Python strings (they repeat in every event); values rarely do.
+_CONFIG = core_schema.CoreConfig(cache_strings="keys")
+RAW_EVENT = SchemaValidator(_EVENT, config=_CONFIG)
+RAW_EVENTS = SchemaValidator(core_schema.list_schema(_EVENT), config=_CONFIG)
 
 
 def events_from_json(value: bytes) -> list[dict[str, Any]]:
