@@ -283,3 +283,33 @@ def test_the_walk_leaves_no_non_finite_number_for_the_serialiser() -> None:
     )
     on.scrubber.scrub_event(doc, Walk(event_id="e"))
     assert doc["snapshot"] == {"a": [1, None]}
+
+
+def test_contract_shapes_it_cannot_mirror_fail_loudly() -> None:
+    """A model validator, a custom __init__ or an alias would be silently lost in a typed dict: refused."""
+    from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+    from services.enricher.rules.validate import _plain
+
+    class Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    class WithModelValidator(Strict):
+        a: int = 0
+
+        @model_validator(mode="after")
+        def check(self) -> WithModelValidator:
+            return self
+
+    class WithAlias(Strict):
+        a: int = Field(default=0, alias="b")
+
+    class Lenient(BaseModel):
+        a: int = 0
+
+    class Outer(Strict):
+        inner: WithModelValidator | None = None
+
+    for model in (WithModelValidator, WithAlias, Lenient, Outer):
+        with pytest.raises(TypeError):
+            _plain(model.__pydantic_core_schema__)

@@ -66,6 +66,8 @@ def _plain(schema: Any) -> Any:
     """``schema`` with every model turned into a typed dict and every value into its JSON form."""
     t = schema["type"]
     if t == "model":
+        if schema.get("custom_init") or schema.get("root_model") or schema.get("post_init"):
+            raise TypeError(f"unsupported model in the raw contract: {schema['cls'].__name__}")
         fields = schema["schema"]
         if fields["type"] != "model-fields" or fields.get("computed_fields"):
             raise TypeError(f"unsupported model schema in the raw contract: {fields['type']}")
@@ -98,8 +100,11 @@ def _plain(schema: Any) -> Any:
         return core_schema.literal_schema([m.value for m in schema["members"]])
     if t == "function-after":
         # the model's own validators (e.g. times to UTC) run first, then the value takes its JSON form
-        if _innermost(schema) == "datetime":
+        inner = _innermost(schema)
+        if inner == "datetime":
             return _time(schema)
+        if inner == "model":  # a model validator expects the model, not a dict
+            raise TypeError("model validators are not supported in the raw contract")
         return {**schema, "schema": _plain(schema["schema"])}
     if t == "datetime":
         return _time(schema)
