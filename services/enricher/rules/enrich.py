@@ -345,12 +345,9 @@ class Enricher:
                 "validation_error", f"{prefix}{e}", original, doc, *coords, event_id=doc.get("event_id")
             )
             out.dead.append(letter)
-        except NonFiniteNumber as e:
-            if fast:
-                raise
-            letter = self._dead("enrichment_error", where(e), original, doc, *coords)
-            out.dead.append(letter)
         except Exception as e:  # noqa: BLE001 - a rule bug must dead-letter the event, not stop the stream
+            if fast and isinstance(e, NonFiniteNumber):
+                raise
             letter = self._dead("enrichment_error", where(e), original, doc, *coords)
             out.dead.append(letter)
 

@@ -26,7 +26,6 @@ model, whose error texts (field locations and messages) name what is wrong.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,10 +57,6 @@ class NonFiniteNumber(ValueError):
     """A NaN or infinite number in free-form JSON: the record takes the model path (see the module)."""
 
 
-def _uuid_text(v: uuid.UUID) -> str:
-    return str(v)
-
-
 def _plain(schema: Any) -> Any:
     """``schema`` with every model turned into a typed dict and every value into its JSON form."""
     t = schema["type"]
@@ -80,9 +75,7 @@ def _plain(schema: Any) -> Any:
             inner = _plain(f["schema"])
             out_fields[name] = core_schema.typed_dict_field(inner, required=inner["type"] != "default")
         return core_schema.typed_dict_schema(out_fields, extra_behavior="forbid")
-    if t == "default":
-        return {**schema, "schema": _plain(schema["schema"])}
-    if t == "nullable":
+    if t in ("default", "nullable"):
         return {**schema, "schema": _plain(schema["schema"])}
     if t == "list":
         return {**schema, "items_schema": _plain(schema["items_schema"])}
@@ -92,7 +85,7 @@ def _plain(schema: Any) -> Any:
         return core_schema.union_schema(
             [
                 core_schema.str_schema(pattern=CANONICAL_UUID),
-                core_schema.no_info_after_validator_function(_uuid_text, schema),
+                core_schema.no_info_after_validator_function(str, schema),
             ],
             mode="left_to_right",
         )
